@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Makes this machine able to build and run PolaFormer for .NET. Idempotent: run it as often as you like.
+#
+# Why: TorchSharp 0.107's native glue (libLibTorchSharp.so) was built with GCC 13 and needs the
+# GLIBCXX_3.4.32 symbol version from the system libstdc++. Debian 12 ships GCC 12's libstdc++
+# (up to GLIBCXX_3.4.30), so `using TorchSharp` fails with a TypeInitializationException there.
+# The fix is Debian 13's libstdc++6, pinned at low priority so nothing else on the system moves.
+# Systems that already have GLIBCXX_3.4.32 (Debian 13+, Ubuntu 24.04+, Fedora 39+) are left alone.
+#
+# It also installs the .NET SDK check (it does not install .NET: see README) and nothing else.
+set -euo pipefail
+
+log() { printf '[prerequisites] %s\n' "$*"; }
+
+find_libstdcxx() {
+  local candidates=(/usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib/aarch64-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6 /usr/lib/libstdc++.so.6)
+  for f in "${candidates[@]}"; do [ -e "$f" ] && { echo "$f"; return 0; }; done
+  ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 /{print $NF; exit}'
+}
+
+has_glibcxx_3432() {
+  local lib; lib=$(find_libstdcxx)
+  [ -n "$lib" ] && grep -qa 'GLIBCXX_3\.4\.32' "$lib"
+}
+
+if [ "$(uname -s)" != "Linux" ]; then
+  log "not Linux: nothing to do."
+  exit 0
+fi
+
+if has_glibcxx_3432; then
+  log "libstdc++ already provides GLIBCXX_3.4.32: nothing to do."
+  exit 0
+fi
+
+. /etc/os-release 2>/dev/null || true
+if [ "${ID:-}" != "debian" ] || [ "${VERSION_CODENAME:-}" != "bookworm" ]; then
+  log "libstdc++ lacks GLIBCXX_3.4.32 and this is not Debian 12 (found ${PRETTY_NAME:-unknown})."
+  log "Install a libstdc++ from GCC 13 or newer (package libstdc++6 >= 13), then run this again."
+  exit 1
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { log "needs root (or sudo) to install Debian 13's libstdc++6."; exit 1; }
+  SUDO="sudo"
+fi
+
+log "installing Debian 13 (trixie) libstdc++6, pinned at priority 100 so nothing else is upgraded..."
+$SUDO tee /etc/apt/sources.list.d/polaformer-trixie.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+$SUDO tee /etc/apt/preferences.d/polaformer-trixie >/dev/null <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends -t trixie libstdc++6 >/dev/null
+
+if has_glibcxx_3432; then
+  log "done: libstdc++ now provides GLIBCXX_3.4.32."
+else
+  log "installed libstdc++6 from trixie but GLIBCXX_3.4.32 is still missing; TorchSharp will not load."
+  exit 1
+fi

@@ -1,0 +1,182 @@
+using PolaFormer.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Attention;
+
+// Field names (qg, kv, sr, norm, dwc, power, scale, positional_encoding, proj) are the official PyTorch attribute
+// names: they become the state-dict keys, so the authors' checkpoints load unchanged.
+#pragma warning disable IDE1006
+
+/// <summary>
+/// Polarity-aware linear attention over a whole token map with optional spatial reduction of keys and values
+/// (PVT style; official <c>models.pola_pvt.PolaLinearAttention</c>).
+/// </summary>
+/// <remarks>
+/// q and the output gate g come from <c>qg</c>; k and v from <c>kv</c>, on the map reduced by a
+/// <c>sr × sr</c> strided convolution and a LayerNorm when <c>srRatio &gt; 1</c>. With spatial reduction, v is
+/// stretched back to N tokens by 1-D linear interpolation over the flattened token index (as the official code
+/// does) before the depthwise convolution.
+/// </remarks>
+public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedStateCache
+{
+    private readonly Linear qg;
+    private readonly Linear kv;
+    private readonly Conv2d? sr;
+    private readonly LayerNorm? norm;
+    private readonly Conv2d dwc;
+    private readonly Parameter power;
+    private readonly Parameter scale;
+    private readonly Parameter positional_encoding;
+    private readonly Linear proj;
+    private readonly Dropout proj_drop;
+    private readonly PositionalEncodingResizer _positionResizer;
+
+    /// <summary>Creates the layer.</summary>
+    /// <param name="dim">Channels C.</param>
+    /// <param name="inputResolution">Token grid (height, width) the layer is built for; sizes the positional
+    /// encoding of the keys, (height/sr)·(width/sr) rows. Other grids are served by bicubic resizing.</param>
+    /// <param name="numHeads">Heads; dim/numHeads must be even.</param>
+    /// <param name="qkvBias">Bias in the q/g and k/v projections.</param>
+    /// <param name="srRatio">Spatial reduction of keys and values (1 = none).</param>
+    /// <param name="alpha">Scale of the learnable power, power = 1 + alpha·sigmoid(p); must be positive.</param>
+    /// <param name="kernelSize">Kernel of the depthwise convolution on v; odd.</param>
+    /// <param name="projDrop">Dropout after the output projection.</param>
+    /// <param name="implementation">Which formulation of the polarity maths to use.</param>
+    /// <param name="device">Device of the parameters (default: the current default device).</param>
+    /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
+    public PolaLinearAttention(long dim, (long Height, long Width) inputResolution, long numHeads = 8,
+        bool qkvBias = false, long srRatio = 1, double alpha = 4, long kernelSize = 5, double projDrop = 0,
+        PolarityImplementation implementation = PolarityImplementation.Fast,
+        Device? device = null, ScalarType? dtype = null)
+        : base(nameof(PolaLinearAttention), dim, numHeads)
+    {
+        long headDim = Check.HeadDim(dim, numHeads);
+        Check.EvenHeadDim(headDim, dim, numHeads);
+        Check.Positive(inputResolution.Height, nameof(inputResolution));
+        Check.Positive(inputResolution.Width, nameof(inputResolution));
+        Check.Positive(srRatio, nameof(srRatio));
+        Check.Positive(alpha, nameof(alpha));
+        Check.OddKernel(kernelSize);
+        Check.Probability(projDrop, nameof(projDrop));
+        if (inputResolution.Height < srRatio || inputResolution.Width < srRatio)
+            throw new ArgumentException(
+                $"inputResolution {inputResolution} is smaller than srRatio = {srRatio}; the spatial reduction would leave no tokens.", nameof(inputResolution));
+
+        SrRatio = srRatio;
+        Alpha = alpha;
+        Implementation = implementation;
+        InputResolution = inputResolution;
+
+        qg = nn.Linear(dim, 2 * dim, hasBias: qkvBias, device: device, dtype: dtype);
+        kv = nn.Linear(dim, 2 * dim, hasBias: qkvBias, device: device, dtype: dtype);
+        if (srRatio > 1)
+        {
+            sr = nn.Conv2d(dim, dim, kernel_size: srRatio, stride: srRatio, device: device, dtype: dtype);
+            norm = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
+        }
+        dwc = nn.Conv2d(headDim, headDim, kernel_size: kernelSize, padding: kernelSize / 2, groups: headDim, device: device, dtype: dtype);
+        proj = nn.Linear(dim, dim, device: device, dtype: dtype);
+        proj_drop = nn.Dropout(projDrop);
+
+        long reducedHeight = inputResolution.Height / srRatio, reducedWidth = inputResolution.Width / srRatio;
+        power = new Parameter(zeros(1, numHeads, 1, headDim, dtype: dtype, device: device));
+        scale = new Parameter(zeros(1, 1, dim, dtype: dtype, device: device));
+        positional_encoding = new Parameter(zeros(1, reducedHeight * reducedWidth, dim, dtype: dtype, device: device));
+        _positionResizer = new PositionalEncodingResizer(reducedHeight, reducedWidth);
+
+        Initialization.TruncatedNormalLinears(this);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override AttentionKind Kind => AttentionKind.Polarity;
+
+    /// <summary>Spatial reduction ratio of keys and values.</summary>
+    public long SrRatio { get; }
+
+    /// <summary>Scale of the learnable power.</summary>
+    public double Alpha { get; }
+
+    /// <summary>The token grid the positional encoding was built for.</summary>
+    public (long Height, long Width) InputResolution { get; }
+
+    /// <summary>Which formulation of the polarity maths runs.</summary>
+    public PolarityImplementation Implementation { get; set; }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    {
+        Check.TokenGrid(x, Dim, height, width);
+        if (height < SrRatio || width < SrRatio)
+            throw new ArgumentException($"The token grid {height} × {width} is smaller than srRatio = {SrRatio}.", nameof(height));
+
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
+        var qgOut = qg.forward(x).reshape(batch, tokens, 2, channels).unbind(2);
+        var (q, g) = (qgOut[0], qgOut[1]);
+
+        long reducedHeight = height, reducedWidth = width;
+        Tensor kvInput = x;
+        if (sr is not null)
+        {
+            var grid = x.permute(0, 2, 1).reshape(batch, channels, height, width);
+            var reduced = sr.forward(grid);
+            (reducedHeight, reducedWidth) = (reduced.shape[2], reduced.shape[3]);
+            kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
+        }
+        var kvOut = kv.forward(kvInput).reshape(batch, -1, 2, channels).permute(2, 0, 1, 3);
+        var (k, v) = (kvOut[0], kvOut[1]);
+        long n = k.shape[1];
+
+        k = k + _positionResizer.Resize(positional_encoding, reducedHeight, reducedWidth);
+        var softScale = nn.functional.softplus(scale);
+        var exponent = 1 + Alpha * sigmoid(power);
+
+        q = SplitHeads(q / softScale, batch, tokens, heads);
+        k = SplitHeads(k / softScale, batch, n, heads);
+        v = SplitHeads(v, batch, n, heads);
+
+        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation);
+        var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
+
+        if (sr is not null)
+        {
+            v = nn.functional.interpolate(v.transpose(-2, -1).reshape(batch * heads, -1, n), size: [tokens],
+                    mode: InterpolationMode.Linear, align_corners: false)
+                .reshape(batch, heads, -1, tokens).transpose(-2, -1);
+        }
+        var local = DepthwiseOverHeads(dwc, v, batch, heads, height, width, channels);
+        output = proj_drop.forward(proj.forward((output + local) * g));
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>(B, N, C) → (B, heads, N, C/heads).</summary>
+    internal static Tensor SplitHeads(Tensor t, long batch, long tokens, long heads) =>
+        t.reshape(batch, tokens, heads, -1).permute(0, 2, 1, 3);
+
+    /// <summary>
+    /// The official depthwise convolution on v, one <c>d</c>-channel kernel shared by all heads: v (B, heads, N, d)
+    /// is folded to (B·heads, d, H, W), convolved, and read back as (B, N, C) with channel h·d + c for head h.
+    /// </summary>
+    internal static Tensor DepthwiseOverHeads(Conv2d dwc, Tensor v, long batch, long heads, long height, long width, long channels) =>
+        dwc.forward(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2))
+            .reshape(batch, channels, height * width).permute(0, 2, 1);
+
+    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
+
+    /// <inheritdoc />
+    public override void train(bool train = true)
+    {
+        _positionResizer.Invalidate();
+        base.train(train);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _positionResizer.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,168 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Attention;
+
+/// <summary>How <see cref="PolarityAttention.Compute"/> evaluates the polarity-aware attention.</summary>
+public enum PolarityImplementation
+{
+    /// <summary>
+    /// One power per tensor, both streams' key–value products and both normalisers from a single matmul of
+    /// the same-signed query. Same numbers as <see cref="Reference"/> within float rounding; the default.
+    /// </summary>
+    Fast = 0,
+
+    /// <summary>The literal op sequence of the official PyTorch code, kept as the reference.</summary>
+    Reference = 1,
+}
+
+/// <summary>
+/// The maths of polarity-aware linear attention (PolaFormer, ICLR 2025) on already-projected, head-split tensors.
+/// Every module in this library that uses polarity attention calls <see cref="Compute"/>; this is the one place
+/// the formula lives.
+/// </summary>
+/// <remarks>
+/// With <c>φ(x) = relu(x)^p</c>, <c>Q = [φ(q), φ(−q)]</c>, <c>Q̃ = [φ(−q), φ(q)]</c> and <c>K = [φ(k), φ(−k)]</c>
+/// (each 2d wide), and v split into halves v₁, v₂:
+/// <code>
+///   same-signed  x₁ = Q (Kᵀ v₁ / n) / (Q · mean(K) + eps)
+///   opposite     x₂ = Q̃ (Kᵀ v₂ / n) / (Q̃ · mean(K) + eps)
+///   output       [x₁, x₂]   per head, d wide
+/// </code>
+/// The opposite-signed query Q̃ is Q with its two halves swapped, so <c>Q̃ M = Q swap(M)</c> where swap exchanges
+/// the top and bottom d rows of M. The fast path uses that to get both streams and both normalisers out of one
+/// matmul of Q with a small (2d × (d + 2)) right-hand side.
+/// </remarks>
+public static class PolarityAttention
+{
+    /// <summary>The epsilon the official code adds to the normaliser.</summary>
+    public const double DefaultEpsilon = 1e-6;
+
+    /// <summary>
+    /// Polarity-aware attention of already-projected queries, keys and values.
+    /// </summary>
+    /// <param name="q">Queries, (B, heads, N, d). Already divided by the learnable scale.</param>
+    /// <param name="k">Keys, (B, heads, n, d).</param>
+    /// <param name="v">Values, (B, heads, n, d); d must be even (each stream takes one half).</param>
+    /// <param name="power">The exponent of the feature map, broadcastable to (1, heads, 1, d); in the modules it is
+    /// <c>1 + alpha * sigmoid(p)</c>.</param>
+    /// <param name="epsilon">Added to the normaliser.</param>
+    /// <param name="implementation">Which formulation to evaluate.</param>
+    /// <returns>(B, heads, N, d): the same-signed stream in the first d/2 channels of each head, the
+    /// opposite-signed stream in the last d/2.</returns>
+    public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor power,
+        double epsilon = DefaultEpsilon, PolarityImplementation implementation = PolarityImplementation.Fast)
+    {
+        Validate(q, k, v, power);
+        return implementation switch
+        {
+            PolarityImplementation.Fast => ComputeFast(q, k, v, power, epsilon),
+            PolarityImplementation.Reference => ComputeReference(q, k, v, power, epsilon),
+            _ => throw new ArgumentOutOfRangeException(nameof(implementation), implementation,
+                "Expected PolarityImplementation.Fast or PolarityImplementation.Reference."),
+        };
+    }
+
+    /// <summary>The literal op sequence of the official code (models/pola_swin.py, models/pola_pvt.py).</summary>
+    internal static Tensor ComputeReference(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon)
+    {
+        using var scope = NewDisposeScope();
+        long n = k.shape[^2];
+        double invSqrtN = Math.Pow(n, -0.5);
+
+        var qPos = nn.functional.relu(q).pow(power);
+        var qNeg = nn.functional.relu(-q).pow(power);
+        var kPos = nn.functional.relu(k).pow(power);
+        var kNeg = nn.functional.relu(-k).pow(power);
+
+        var qSim = cat([qPos, qNeg], -1);
+        var qOpp = cat([qNeg, qPos], -1);
+        var kk = cat([kPos, kNeg], -1);
+
+        var halves = v.chunk(2, -1);
+        var (v1, v2) = (halves[0], halves[1]);
+        var kMeanT = kk.mean([-2], keepdim: true).transpose(-2, -1);
+        var kT = kk.transpose(-2, -1) * invSqrtN;
+
+        var z = 1 / (qSim.matmul(kMeanT) + epsilon);
+        var kv = kT.matmul(v1 * invSqrtN);
+        var xSim = qSim.matmul(kv) * z;
+        z = 1 / (qOpp.matmul(kMeanT) + epsilon);
+        kv = kT.matmul(v2 * invSqrtN);
+        var xOpp = qOpp.matmul(kv) * z;
+
+        return cat([xSim, xOpp], -1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The fast formulation: |x|^p once per tensor (instead of four broadcast powers), split by sign; one matmul
+    /// for Kᵀv over the full head dimension; both streams and both normalisers from one matmul of the
+    /// same-signed query, read back through a view instead of concatenations.
+    /// </summary>
+    internal static Tensor ComputeFast(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon)
+    {
+        using var scope = NewDisposeScope();
+        long d = q.shape[^1];
+        long half = d / 2;
+        long n = k.shape[^2];
+
+        var qFeatures = SignSplitFeatures(q, power);            // (B, h, N, 2d) = [φ(q), φ(−q)]
+        var kFeatures = SignSplitFeatures(k, power);            // (B, h, n, 2d) = [φ(k), φ(−k)]
+
+        var kv = kFeatures.transpose(-2, -1).matmul(v).div_(n);  // (B, h, 2d, d) = Kᵀ[v₁ v₂] / n
+        var kMean = kFeatures.mean([-2]).unsqueeze(-1);           // (B, h, 2d, 1)
+
+        // Right-hand side, 2d × (d + 2): [Kᵀv₁/n, mean K, swap(Kᵀv₂/n), swap(mean K)].
+        var sameSigned = cat([kv[.., .., .., ..(int)half], kMean], -1);
+        var opposite = cat([kv[.., .., .., (int)half..], kMean], -1);
+        opposite = cat([opposite[.., .., (int)d.., ..], opposite[.., .., ..(int)d, ..]], -2);
+        var rhs = cat([sameSigned, opposite], -1);
+
+        // (B, h, N, 2, d/2 + 1): per stream, d/2 numerators followed by the normaliser.
+        var y = qFeatures.matmul(rhs);
+        y = y.unflatten(y.dim() - 1, 2, half + 1);
+        var numerator = y[.., .., .., .., ..(int)half];
+        var normaliser = y[.., .., .., .., (int)half..].add(epsilon);
+        return numerator.div(normaliser).flatten(-2).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>[relu(x)^p, relu(−x)^p] computed with a single power: |x|^p, then masked by sign.</summary>
+    private static Tensor SignSplitFeatures(Tensor x, Tensor power)
+    {
+        var magnitude = x.abs().pow(power);
+        var positive = x.gt(0).to_type(x.dtype);
+        var negative = x.lt(0).to_type(x.dtype);
+        return cat([magnitude.mul(positive), magnitude.mul(negative)], -1);
+    }
+
+    private static void Validate(Tensor q, Tensor k, Tensor v, Tensor power)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(power);
+        Check.Rank(q, 4, nameof(q), "(B, heads, N, d)");
+        Check.Rank(k, 4, nameof(k), "(B, heads, n, d)");
+        Check.Rank(v, 4, nameof(v), "(B, heads, n, d)");
+        long b = q.shape[0], h = q.shape[1], d = q.shape[3];
+        if (d % 2 != 0)
+            throw new ArgumentException(
+                $"The head dimension of q is {d}; it must be even because the two polarity streams each take half of v.", nameof(q));
+        if (k.shape[0] != b || k.shape[1] != h || k.shape[3] != d)
+            throw new ArgumentException(
+                $"k has shape {Check.Format(k.shape)}; expected (B={b}, heads={h}, n, d={d}) to match q {Check.Format(q.shape)}.", nameof(k));
+        if (!v.shape.SequenceEqual(k.shape))
+            throw new ArgumentException(
+                $"v has shape {Check.Format(v.shape)}; expected the shape of k, {Check.Format(k.shape)}.", nameof(v));
+        if (power.dim() > 4 || !Check.BroadcastsTo(power.shape, [1, h, 1, d]))
+            throw new ArgumentException(
+                $"power has shape {Check.Format(power.shape)}; expected a shape broadcastable to (1, heads={h}, 1, d={d}).", nameof(power));
+        foreach (var (t, name) in new[] { (k, nameof(k)), (v, nameof(v)), (power, nameof(power)) })
+        {
+            if (t.dtype != q.dtype)
+                throw new ArgumentException($"{name} has dtype {t.dtype}; expected the dtype of q, {q.dtype}.", name);
+            if (t.device_type != q.device_type || t.device_index != q.device_index)
+                throw new ArgumentException($"{name} is on {t.device}; expected the device of q, {q.device}.", name);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+using PolaFormer.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Attention;
+
+// Field names (q, kv, sr, norm, proj) are the official PyTorch attribute names: they become the state-dict keys,
+// so the authors' checkpoints load unchanged.
+#pragma warning disable IDE1006
+
+/// <summary>
+/// Softmax attention with spatially reduced keys and values (PVT v1; official <c>models.pola_pvt.Attention</c>),
+/// the 'S' counterpart of <see cref="PolaLinearAttention"/>.
+/// </summary>
+public sealed class SpatialReductionAttention : TokenAttention
+{
+    private readonly Linear q;
+    private readonly Linear kv;
+    private readonly Conv2d? sr;
+    private readonly LayerNorm? norm;
+    private readonly Dropout attn_drop;
+    private readonly Linear proj;
+    private readonly Dropout proj_drop;
+    private readonly double _scale;
+
+    /// <summary>Creates the layer.</summary>
+    /// <param name="dim">Channels C.</param>
+    /// <param name="numHeads">Heads; must divide dim.</param>
+    /// <param name="qkvBias">Bias in the q and kv projections.</param>
+    /// <param name="qkScale">Scale of q·k; default head_dim^-0.5.</param>
+    /// <param name="srRatio">Spatial reduction of keys and values (1 = none).</param>
+    /// <param name="attnDrop">Dropout on the attention weights.</param>
+    /// <param name="projDrop">Dropout after the output projection.</param>
+    /// <param name="device">Device of the parameters (default: the current default device).</param>
+    /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
+    public SpatialReductionAttention(long dim, long numHeads = 8, bool qkvBias = false, double? qkScale = null,
+        long srRatio = 1, double attnDrop = 0, double projDrop = 0, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(SpatialReductionAttention), dim, numHeads)
+    {
+        long headDim = Check.HeadDim(dim, numHeads);
+        Check.Positive(srRatio, nameof(srRatio));
+        Check.Probability(attnDrop, nameof(attnDrop));
+        Check.Probability(projDrop, nameof(projDrop));
+        if (qkScale is { } s) Check.Positive(s, nameof(qkScale));
+
+        SrRatio = srRatio;
+        _scale = qkScale ?? Math.Pow(headDim, -0.5);
+        q = nn.Linear(dim, dim, hasBias: qkvBias, device: device, dtype: dtype);
+        kv = nn.Linear(dim, 2 * dim, hasBias: qkvBias, device: device, dtype: dtype);
+        attn_drop = nn.Dropout(attnDrop);
+        proj = nn.Linear(dim, dim, device: device, dtype: dtype);
+        proj_drop = nn.Dropout(projDrop);
+        if (srRatio > 1)
+        {
+            sr = nn.Conv2d(dim, dim, kernel_size: srRatio, stride: srRatio, device: device, dtype: dtype);
+            norm = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
+        }
+        Initialization.TruncatedNormalLinears(this);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override AttentionKind Kind => AttentionKind.Softmax;
+
+    /// <summary>Spatial reduction ratio of keys and values.</summary>
+    public long SrRatio { get; }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    {
+        Check.TokenGrid(x, Dim, height, width);
+        if (height < SrRatio || width < SrRatio)
+            throw new ArgumentException($"The token grid {height} × {width} is smaller than srRatio = {SrRatio}.", nameof(height));
+
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads, headDim = channels / heads;
+        var query = q.forward(x).reshape(batch, tokens, heads, headDim).permute(0, 2, 1, 3);
+        Tensor kvInput = x;
+        if (sr is not null)
+        {
+            var reduced = sr.forward(x.permute(0, 2, 1).reshape(batch, channels, height, width));
+            kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
+        }
+        var parts = kv.forward(kvInput).reshape(batch, -1, 2, heads, headDim).permute(2, 0, 3, 1, 4).unbind(0);
+        var (key, value) = (parts[0], parts[1]);
+
+        var attn = query.matmul(key.transpose(-2, -1)) * _scale;
+        attn = attn_drop.forward(attn.softmax(-1));
+        var output = attn.matmul(value).transpose(1, 2).reshape(batch, tokens, channels);
+        return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,52 @@
+using static TorchSharp.torch;
+
+namespace PolaFormer.Attention;
+
+/// <summary>
+/// The contract every attention layer in this library shares, so a block can take either kind and users can swap
+/// softmax attention for polarity attention without touching the rest of their model.
+/// </summary>
+/// <remarks>
+/// Input and output are tokens (B, N, C) laid out row-major on a <c>height × width</c> grid (N = height·width).
+/// Polarity attention needs the grid for its depthwise convolution over v; softmax attention ignores it except for
+/// spatial reduction. The single-argument <see cref="forward(Tensor)"/> assumes a square grid.
+/// </remarks>
+public abstract class TokenAttention : nn.Module<Tensor, Tensor>
+{
+    /// <summary>Creates the layer.</summary>
+    protected TokenAttention(string name, long dim, long numHeads) : base(name)
+    {
+        Dim = dim;
+        NumHeads = numHeads;
+    }
+
+    /// <summary>Channels in and out (C).</summary>
+    public long Dim { get; }
+
+    /// <summary>Number of heads.</summary>
+    public long NumHeads { get; }
+
+    /// <summary>Channels per head.</summary>
+    public long HeadDim => Dim / NumHeads;
+
+    /// <summary>Which kind of attention this is.</summary>
+    public abstract AttentionKind Kind { get; }
+
+    /// <summary>Attention over tokens on a grid.</summary>
+    /// <param name="x">(B, N, C) tokens, N = <paramref name="height"/> · <paramref name="width"/>.</param>
+    /// <param name="height">Rows of the token grid.</param>
+    /// <param name="width">Columns of the token grid.</param>
+    /// <param name="mask">Optional additive mask (nW, N, N) for shifted windows (0 keeps, −100 masks); window
+    /// rows of the batch are ordered batch-major, window w of image b at row b·nW + w.</param>
+    /// <returns>(B, N, C).</returns>
+    public abstract Tensor forward(Tensor x, long height, long width, Tensor? mask = null);
+
+    /// <summary>Attention over a square grid of tokens (B, N, C), N a square number.</summary>
+    public override Tensor forward(Tensor x)
+    {
+        Check.Tokens(x, Dim);
+        long side = Check.SquareSide(x.shape[1], nameof(x),
+            "call forward(x, height, width) to give the grid of a non-square token layout.");
+        return forward(x, side, side);
+    }
+}
