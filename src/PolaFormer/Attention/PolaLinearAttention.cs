@@ -106,9 +106,14 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     public PolarityImplementation Implementation { get; set; }
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    /// <remarks>The shift <paramref name="mask"/> is ignored (polarity attention never applies it); a
+    /// <paramref name="paddingMask"/> is supported without spatial reduction only.</remarks>
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
         Check.TokenGrid(x, Dim, height, width);
+        CheckPaddingMask(paddingMask, x);
+        if (paddingMask is not null && SrRatio > 1)
+            throw new ArgumentException($"paddingMask is not supported with spatial reduction (srRatio = {SrRatio}).", nameof(paddingMask));
         if (height < SrRatio || width < SrRatio)
             throw new ArgumentException($"The token grid {height} × {width} is smaller than srRatio = {SrRatio}.", nameof(height));
 
@@ -137,8 +142,9 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
         q = SplitHeads(q / softScale, batch, tokens, heads);
         k = SplitHeads(k / softScale, batch, n, heads);
         v = SplitHeads(v, batch, n, heads);
+        if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation);
+        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask);
         var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
 
         if (sr is not null)

@@ -88,12 +88,16 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <param name="width">Window side w; must equal <paramref name="height"/>.</param>
     /// <param name="mask">Ignored, as in the official code: polarity blocks run shifted windows without the
     /// shift mask.</param>
+    /// <param name="paddingMask">Optional (B·nW, w·w): 0 marks padding tokens of windows that overhang the map.
+    /// Their keys drop out of the sums and their values are zeroed before the depthwise convolution, so a real
+    /// token next to padding sees what it would see at the map border.</param>
     /// <returns>(B·nW, w·w, C).</returns>
-    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
         if (height != width)
             throw new ArgumentException($"The window is {height} × {width}; polarity window attention needs square windows.", nameof(width));
         Check.TokenGrid(x, Dim, height, width);
+        CheckPaddingMask(paddingMask, x);
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
@@ -107,8 +111,9 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
         q = PolaLinearAttention.SplitHeads(q / softScale, batch, tokens, heads);
         k = PolaLinearAttention.SplitHeads(k / softScale, batch, tokens, heads);
         v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
+        if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation);
+        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask);
         var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
         var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width, channels);
         output = proj_drop.forward(proj.forward((output + local) * g));

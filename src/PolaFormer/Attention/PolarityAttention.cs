@@ -48,27 +48,40 @@ public static class PolarityAttention
     /// <c>1 + alpha * sigmoid(p)</c>.</param>
     /// <param name="epsilon">Added to the normaliser.</param>
     /// <param name="implementation">Which formulation to evaluate.</param>
+    /// <param name="keyMask">Optional (B, n) mask of the keys that take part: 1 for a real token, 0 for padding.
+    /// Padding keys contribute nothing and the means run over the real keys only. Without it every key counts.</param>
     /// <returns>(B, heads, N, d): the same-signed stream in the first d/2 channels of each head, the
     /// opposite-signed stream in the last d/2.</returns>
     public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor power,
-        double epsilon = DefaultEpsilon, PolarityImplementation implementation = PolarityImplementation.Fast)
+        double epsilon = DefaultEpsilon, PolarityImplementation implementation = PolarityImplementation.Fast,
+        Tensor? keyMask = null)
     {
-        Validate(q, k, v, power);
+        Validate(q, k, v, power, keyMask);
         return implementation switch
         {
-            PolarityImplementation.Fast => ComputeFast(q, k, v, power, epsilon),
-            PolarityImplementation.Reference => ComputeReference(q, k, v, power, epsilon),
+            PolarityImplementation.Fast => ComputeFast(q, k, v, power, epsilon, keyMask),
+            PolarityImplementation.Reference => ComputeReference(q, k, v, power, epsilon, keyMask),
             _ => throw new ArgumentOutOfRangeException(nameof(implementation), implementation,
                 "Expected PolarityImplementation.Fast or PolarityImplementation.Reference."),
         };
     }
 
     /// <summary>The literal op sequence of the official code (models/pola_swin.py, models/pola_pvt.py).</summary>
-    internal static Tensor ComputeReference(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon)
+    internal static Tensor ComputeReference(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon, Tensor? keyMask = null)
     {
         using var scope = NewDisposeScope();
         long n = k.shape[^2];
-        double invSqrtN = Math.Pow(n, -0.5);
+        Tensor invSqrtN = tensor(Math.Pow(n, -0.5), dtype: q.dtype, device: q.device);
+        Tensor meanScale = tensor(1.0, dtype: q.dtype, device: q.device);
+        Tensor? keep = null;
+        if (keyMask is not null)
+        {
+            // Padding keys drop out and the 1/n factors count the real keys only.
+            keep = keyMask.to_type(q.dtype).unsqueeze(1).unsqueeze(-1);                    // (B, 1, n, 1)
+            var real = keep.sum([-2], keepdim: true).clamp_min(1);                           // (B, 1, 1, 1)
+            invSqrtN = real.rsqrt();
+            meanScale = real.reciprocal() * n;
+        }
 
         var qPos = nn.functional.relu(q).pow(power);
         var qNeg = nn.functional.relu(-q).pow(power);
@@ -78,10 +91,11 @@ public static class PolarityAttention
         var qSim = cat([qPos, qNeg], -1);
         var qOpp = cat([qNeg, qPos], -1);
         var kk = cat([kPos, kNeg], -1);
+        if (keep is not null) kk = kk * keep;
 
         var halves = v.chunk(2, -1);
         var (v1, v2) = (halves[0], halves[1]);
-        var kMeanT = kk.mean([-2], keepdim: true).transpose(-2, -1);
+        var kMeanT = (kk.mean([-2], keepdim: true) * meanScale).transpose(-2, -1);
         var kT = kk.transpose(-2, -1) * invSqrtN;
 
         var z = 1 / (qSim.matmul(kMeanT) + epsilon);
@@ -99,18 +113,24 @@ public static class PolarityAttention
     /// for Kᵀv over the full head dimension; both streams and both normalisers from one matmul of the
     /// same-signed query, read back through a view instead of concatenations.
     /// </summary>
-    internal static Tensor ComputeFast(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon)
+    internal static Tensor ComputeFast(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon, Tensor? keyMask = null)
     {
         using var scope = NewDisposeScope();
         long d = q.shape[^1];
         long half = d / 2;
-        long n = k.shape[^2];
 
         var qFeatures = SignSplitFeatures(q, power);            // (B, h, N, 2d) = [φ(q), φ(−q)]
         var kFeatures = SignSplitFeatures(k, power);            // (B, h, n, 2d) = [φ(k), φ(−k)]
+        Tensor keyCount = tensor((double)k.shape[^2], dtype: q.dtype, device: q.device);
+        if (keyMask is not null)
+        {
+            var keep = keyMask.to_type(q.dtype).unsqueeze(1).unsqueeze(-1);                // (B, 1, n, 1)
+            kFeatures = kFeatures * keep;
+            keyCount = keep.sum([-2], keepdim: true).clamp_min(1);                         // (B, 1, 1, 1)
+        }
 
-        var kv = kFeatures.transpose(-2, -1).matmul(v).div_(n);  // (B, h, 2d, d) = Kᵀ[v₁ v₂] / n
-        var kMean = kFeatures.mean([-2]).unsqueeze(-1);           // (B, h, 2d, 1)
+        var kv = kFeatures.transpose(-2, -1).matmul(v).div_(keyCount);   // (B, h, 2d, d) = Kᵀ[v₁ v₂] / n
+        var kMean = kFeatures.sum([-2]).unsqueeze(-1).div_(keyCount);    // (B, h, 2d, 1)
 
         // Right-hand side, 2d × (d + 2): [Kᵀv₁/n, mean K, swap(Kᵀv₂/n), swap(mean K)].
         var sameSigned = cat([kv[.., .., .., ..(int)half], kMean], -1);
@@ -135,7 +155,7 @@ public static class PolarityAttention
         return cat([magnitude.mul(positive), magnitude.mul(negative)], -1);
     }
 
-    private static void Validate(Tensor q, Tensor k, Tensor v, Tensor power)
+    private static void Validate(Tensor q, Tensor k, Tensor v, Tensor power, Tensor? keyMask)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -157,6 +177,9 @@ public static class PolarityAttention
         if (power.dim() > 4 || !Check.BroadcastsTo(power.shape, [1, h, 1, d]))
             throw new ArgumentException(
                 $"power has shape {Check.Format(power.shape)}; expected a shape broadcastable to (1, heads={h}, 1, d={d}).", nameof(power));
+        if (keyMask is not null && (keyMask.dim() != 2 || keyMask.shape[0] != b || keyMask.shape[1] != k.shape[2]))
+            throw new ArgumentException(
+                $"keyMask has shape {Check.Format(keyMask.shape)}; expected (B={b}, n={k.shape[2]}).", nameof(keyMask));
         foreach (var (t, name) in new[] { (k, nameof(k)), (v, nameof(v)), (power, nameof(power)) })
         {
             if (t.dtype != q.dtype)

@@ -66,10 +66,16 @@ public sealed class SpatialReductionAttention : TokenAttention
     /// <summary>Spatial reduction ratio of keys and values.</summary>
     public long SrRatio { get; }
 
-    /// <inheritdoc />
-    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    /// <remarks>The shift <paramref name="mask"/> does not apply to whole-map attention and must be null; a
+    /// <paramref name="paddingMask"/> is supported without spatial reduction only.</remarks>
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
         Check.TokenGrid(x, Dim, height, width);
+        CheckPaddingMask(paddingMask, x);
+        if (mask is not null)
+            throw new ArgumentException("Spatial-reduction attention attends over the whole map and takes no window shift mask; pass null.", nameof(mask));
+        if (paddingMask is not null && SrRatio > 1)
+            throw new ArgumentException($"paddingMask is not supported with spatial reduction (srRatio = {SrRatio}).", nameof(paddingMask));
         if (height < SrRatio || width < SrRatio)
             throw new ArgumentException($"The token grid {height} × {width} is smaller than srRatio = {SrRatio}.", nameof(height));
 
@@ -86,6 +92,8 @@ public sealed class SpatialReductionAttention : TokenAttention
         var (key, value) = (parts[0], parts[1]);
 
         var attn = query.matmul(key.transpose(-2, -1)) * _scale;
+        if (paddingMask is not null)
+            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(-100.0).unsqueeze(1).unsqueeze(1);
         attn = attn_drop.forward(attn.softmax(-1));
         var output = attn.matmul(value).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();

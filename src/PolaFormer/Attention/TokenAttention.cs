@@ -37,16 +37,29 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     /// <param name="height">Rows of the token grid.</param>
     /// <param name="width">Columns of the token grid.</param>
     /// <param name="mask">Optional additive mask (nW, N, N) for shifted windows (0 keeps, −100 masks); window
-    /// rows of the batch are ordered batch-major, window w of image b at row b·nW + w.</param>
+    /// rows of the batch are ordered batch-major, window w of image b at row b·nW + w. Softmax attention applies it;
+    /// polarity attention ignores it, as the official code does.</param>
+    /// <param name="paddingMask">Optional (B, N) mask: 1 for a real token, 0 for padding added to fill a window.
+    /// Padding tokens are never attended to (their outputs are computed and should be discarded).</param>
     /// <returns>(B, N, C).</returns>
-    public abstract Tensor forward(Tensor x, long height, long width, Tensor? mask = null);
+    public abstract Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null);
 
     /// <summary>Attention over a square grid of tokens (B, N, C), N a square number.</summary>
     public override Tensor forward(Tensor x)
     {
+        ArgumentNullException.ThrowIfNull(x);
         Check.Tokens(x, Dim);
         long side = Check.SquareSide(x.shape[1], nameof(x),
             "call forward(x, height, width) to give the grid of a non-square token layout.");
         return forward(x, side, side);
+    }
+
+    /// <summary>Checks a padding mask is (B, N) for tokens x (B, N, C).</summary>
+    protected static void CheckPaddingMask(Tensor? paddingMask, Tensor x)
+    {
+        if (paddingMask is null) return;
+        if (paddingMask.dim() != 2 || paddingMask.shape[0] != x.shape[0] || paddingMask.shape[1] != x.shape[1])
+            throw new ArgumentException(
+                $"paddingMask has shape {Check.Format(paddingMask.shape)}; expected (B={x.shape[0]}, N={x.shape[1]}) to match x.", nameof(paddingMask));
     }
 }

@@ -23,6 +23,9 @@ public sealed class WindowAttention : TokenAttention
     private readonly Tensor relative_position_index;
     private readonly double _scale;
 
+    // The value Swin uses in its shift mask; exp(−100) underflows to 0 next to any real logit.
+    private const double PaddingBias = -100.0;
+
     /// <summary>Creates the layer.</summary>
     /// <param name="dim">Channels C.</param>
     /// <param name="windowSize">Side w of the square window.</param>
@@ -69,13 +72,15 @@ public sealed class WindowAttention : TokenAttention
     /// <param name="height">Window side; must equal <see cref="WindowSize"/>.</param>
     /// <param name="width">Window side; must equal <see cref="WindowSize"/>.</param>
     /// <param name="mask">Optional additive shift mask (nW, w·w, w·w): window w of image b is row b·nW + w.</param>
+    /// <param name="paddingMask">Optional (B·nW, w·w): 0 marks padding tokens, which are masked out as keys.</param>
     /// <returns>(B·nW, w·w, C).</returns>
-    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null)
+    public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
         if (height != WindowSize || width != WindowSize)
             throw new ArgumentException(
                 $"The window is {height} × {width}; this layer was built for {WindowSize} × {WindowSize} windows (its relative position table has that size).", nameof(height));
         Check.TokenGrid(x, Dim, height, width);
+        CheckPaddingMask(paddingMask, x);
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
         if (mask is not null)
         {
@@ -100,6 +105,8 @@ public sealed class WindowAttention : TokenAttention
             attn = (attn.view(batch / windows, windows, heads, tokens, tokens) + mask.unsqueeze(1).unsqueeze(0))
                 .view(-1, heads, tokens, tokens);
         }
+        if (paddingMask is not null)
+            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(PaddingBias).unsqueeze(1).unsqueeze(1);
         attn = attn_drop.forward(attn.softmax(-1));
         var output = attn.matmul(v).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();
