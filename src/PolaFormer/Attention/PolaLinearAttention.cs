@@ -86,12 +86,16 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
         positional_encoding = new Parameter(zeros(1, reducedHeight * reducedWidth, dim, dtype: dtype, device: device));
         _positionResizer = new PositionalEncodingResizer(reducedHeight, reducedWidth);
 
-        Initialization.TruncatedNormalLinears(this);
         RegisterComponents();
+        Initialization.TruncatedNormalLinears(this);
     }
 
     /// <inheritdoc />
     public override AttentionKind Kind => AttentionKind.Polarity;
+
+    /// <inheritdoc />
+    protected override string BuiltFor =>
+        $"a {InputResolution.Height} × {InputResolution.Width} token grid ({InputResolution.Height * InputResolution.Width} tokens)";
 
     /// <summary>Spatial reduction ratio of keys and values.</summary>
     public long SrRatio { get; }

@@ -66,12 +66,15 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
         positional_encoding = new Parameter(zeros(1, windowSize * windowSize, dim, dtype: dtype, device: device));
         _positionResizer = new PositionalEncodingResizer(windowSize, windowSize);
 
-        Initialization.TruncatedNormalLinears(this);
         RegisterComponents();
+        Initialization.TruncatedNormalLinears(this);
     }
 
     /// <inheritdoc />
     public override AttentionKind Kind => AttentionKind.Polarity;
+
+    /// <inheritdoc />
+    protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";
 
     /// <summary>Side of the window the positional encoding was built for.</summary>
     public long WindowSize { get; }

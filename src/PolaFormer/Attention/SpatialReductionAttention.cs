@@ -56,8 +56,8 @@ public sealed class SpatialReductionAttention : TokenAttention
             sr = nn.Conv2d(dim, dim, kernel_size: srRatio, stride: srRatio, device: device, dtype: dtype);
             norm = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
         }
-        Initialization.TruncatedNormalLinears(this);
         RegisterComponents();
+        Initialization.TruncatedNormalLinears(this);
     }
 
     /// <inheritdoc />

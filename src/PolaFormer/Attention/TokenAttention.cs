@@ -32,6 +32,9 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     /// <summary>Which kind of attention this is.</summary>
     public abstract AttentionKind Kind { get; }
 
+    /// <summary>Describes the token grid the layer was built for, for error messages.</summary>
+    protected virtual string BuiltFor => "any square grid";
+
     /// <summary>Attention over tokens on a grid.</summary>
     /// <param name="x">(B, N, C) tokens, N = <paramref name="height"/> · <paramref name="width"/>.</param>
     /// <param name="height">Rows of the token grid.</param>
@@ -50,7 +53,7 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(x);
         Check.Tokens(x, Dim);
         long side = Check.SquareSide(x.shape[1], nameof(x),
-            "call forward(x, height, width) to give the grid of a non-square token layout.");
+            $"this layer was built for {BuiltFor}; call forward(x, height, width) to give the grid of a non-square token layout.");
         return forward(x, side, side);
     }
 

@@ -57,12 +57,15 @@ public sealed class WindowAttention : TokenAttention
         proj_drop = nn.Dropout(projDrop);
 
         Initialization.TruncatedNormal_(relative_position_bias_table, std: 0.02);
-        Initialization.TruncatedNormalLinears(this);
         RegisterComponents();
+        Initialization.TruncatedNormalLinears(this);
     }
 
     /// <inheritdoc />
     public override AttentionKind Kind => AttentionKind.Softmax;
+
+    /// <inheritdoc />
+    protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";
 
     /// <summary>Side of the window.</summary>
     public long WindowSize { get; }
