@@ -64,15 +64,16 @@ internal static class Check
             throw new ArgumentException($"{name} has {x.shape[2]} channels (shape {Format(x.shape)}); expected C = {channels}.", name);
     }
 
-    /// <summary>Checks x is (B, N, C) with N = height·width.</summary>
-    public static void TokenGrid(Tensor x, long channels, long height, long width, string name = "x")
+    /// <summary>Checks x is (B, N, C) with N = prefix + height·width.</summary>
+    public static void TokenGrid(Tensor x, long channels, long height, long width, long prefix = 0, string name = "x")
     {
         Tokens(x, channels, name);
         Positive(height, nameof(height));
         Positive(width, nameof(width));
-        if (x.shape[1] != height * width)
+        if (x.shape[1] != prefix + height * width)
             throw new ArgumentException(
-                $"{name} has N = {x.shape[1]} tokens (shape {Format(x.shape)}) but height × width = {height} × {width} = {height * width}.", name);
+                $"{name} has N = {x.shape[1]} tokens (shape {Format(x.shape)}) but " +
+                (prefix == 0 ? $"height × width = {height} × {width} = {height * width}." : $"{prefix} prefix tokens + {height} × {width} = {prefix + height * width}."), name);
     }
 
     /// <summary>Checks x is an image batch (B, C, H, W) with the expected channel count.</summary>

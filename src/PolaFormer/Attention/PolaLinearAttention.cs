@@ -44,11 +44,14 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <param name="kernelSize">Kernel of the depthwise convolution on v; odd.</param>
     /// <param name="projDrop">Dropout after the output projection.</param>
     /// <param name="implementation">Which formulation of the polarity maths to use.</param>
+    /// <param name="prefixTokens">Tokens before the grid (a class token): they take part in q/k/v like any other
+    /// token but have no positional encoding here and no depthwise-convolution term (that convolution sees the
+    /// grid only). Needs srRatio = 1. Not part of the official PVT layer (which has 0).</param>
     /// <param name="device">Device of the parameters (default: the current default device).</param>
     /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
     public PolaLinearAttention(long dim, (long Height, long Width) inputResolution, long numHeads = 8,
         bool qkvBias = false, long srRatio = 1, double alpha = 4, long kernelSize = 5, double projDrop = 0,
-        PolarityImplementation implementation = PolarityImplementation.Fast,
+        PolarityImplementation implementation = PolarityImplementation.Fast, long prefixTokens = 0,
         Device? device = null, ScalarType? dtype = null)
         : base(nameof(PolaLinearAttention), dim, numHeads)
     {
@@ -64,6 +67,10 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
             throw new ArgumentException(
                 $"inputResolution {inputResolution} is smaller than srRatio = {srRatio}; the spatial reduction would leave no tokens.", nameof(inputResolution));
 
+        if (prefixTokens < 0) throw new ArgumentOutOfRangeException(nameof(prefixTokens), prefixTokens, "prefixTokens must be 0 or more.");
+        if (prefixTokens > 0 && srRatio > 1)
+            throw new ArgumentException($"prefixTokens = {prefixTokens} needs srRatio = 1 (got {srRatio}): spatial reduction works on the grid only.", nameof(prefixTokens));
+        PrefixTokens = prefixTokens;
         SrRatio = srRatio;
         Alpha = alpha;
         Implementation = implementation;
@@ -100,6 +107,12 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <summary>Spatial reduction ratio of keys and values.</summary>
     public long SrRatio { get; }
 
+    /// <summary>Tokens before the grid (e.g. a class token).</summary>
+    public long PrefixTokens { get; }
+
+    /// <inheritdoc />
+    protected override long GridPrefix => PrefixTokens;
+
     /// <summary>Scale of the learnable power.</summary>
     public double Alpha { get; }
 
@@ -114,7 +127,7 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <paramref name="paddingMask"/> is supported without spatial reduction only.</remarks>
     public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
-        Check.TokenGrid(x, Dim, height, width);
+        Check.TokenGrid(x, Dim, height, width, PrefixTokens);
         CheckPaddingMask(paddingMask, x);
         if (paddingMask is not null && SrRatio > 1)
             throw new ArgumentException($"paddingMask is not supported with spatial reduction (srRatio = {SrRatio}).", nameof(paddingMask));
@@ -139,7 +152,9 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
         var (k, v) = (kvOut[0], kvOut[1]);
         long n = k.shape[1];
 
-        k = k + _positionResizer.Resize(positional_encoding, reducedHeight, reducedWidth);
+        var encoding = _positionResizer.Resize(positional_encoding, reducedHeight, reducedWidth);
+        if (PrefixTokens > 0) encoding = nn.functional.pad(encoding, [0, 0, PrefixTokens, 0]);
+        k = k + encoding;
         var softScale = nn.functional.softplus(scale);
         var exponent = 1 + Alpha * sigmoid(power);
 
@@ -157,7 +172,9 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
                     mode: InterpolationMode.Linear, align_corners: false)
                 .reshape(batch, heads, -1, tokens).transpose(-2, -1);
         }
-        var local = DepthwiseOverHeads(dwc, v, batch, heads, height, width, channels);
+        var gridValues = PrefixTokens > 0 ? v[.., .., (int)PrefixTokens.., ..] : v;
+        var local = DepthwiseOverHeads(dwc, gridValues, batch, heads, height, width, channels);
+        if (PrefixTokens > 0) local = nn.functional.pad(local, [0, 0, PrefixTokens, 0]);
         output = proj_drop.forward(proj.forward((output + local) * g));
         return output.MoveToOuterDisposeScope();
     }

@@ -32,10 +32,12 @@ public sealed class SpatialReductionAttention : TokenAttention
     /// <param name="srRatio">Spatial reduction of keys and values (1 = none).</param>
     /// <param name="attnDrop">Dropout on the attention weights.</param>
     /// <param name="projDrop">Dropout after the output projection.</param>
+    /// <param name="prefixTokens">Tokens before the grid (a class token); needs srRatio = 1.</param>
     /// <param name="device">Device of the parameters (default: the current default device).</param>
     /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
     public SpatialReductionAttention(long dim, long numHeads = 8, bool qkvBias = false, double? qkScale = null,
-        long srRatio = 1, double attnDrop = 0, double projDrop = 0, Device? device = null, ScalarType? dtype = null)
+        long srRatio = 1, double attnDrop = 0, double projDrop = 0, long prefixTokens = 0,
+        Device? device = null, ScalarType? dtype = null)
         : base(nameof(SpatialReductionAttention), dim, numHeads)
     {
         long headDim = Check.HeadDim(dim, numHeads);
@@ -44,6 +46,10 @@ public sealed class SpatialReductionAttention : TokenAttention
         Check.Probability(projDrop, nameof(projDrop));
         if (qkScale is { } s) Check.Positive(s, nameof(qkScale));
 
+        if (prefixTokens < 0) throw new ArgumentOutOfRangeException(nameof(prefixTokens), prefixTokens, "prefixTokens must be 0 or more.");
+        if (prefixTokens > 0 && srRatio > 1)
+            throw new ArgumentException($"prefixTokens = {prefixTokens} needs srRatio = 1 (got {srRatio}): spatial reduction works on the grid only.", nameof(prefixTokens));
+        PrefixTokens = prefixTokens;
         SrRatio = srRatio;
         _scale = qkScale ?? Math.Pow(headDim, -0.5);
         q = nn.Linear(dim, dim, hasBias: qkvBias, device: device, dtype: dtype);
@@ -66,11 +72,17 @@ public sealed class SpatialReductionAttention : TokenAttention
     /// <summary>Spatial reduction ratio of keys and values.</summary>
     public long SrRatio { get; }
 
+    /// <summary>Tokens before the grid (e.g. a class token).</summary>
+    public long PrefixTokens { get; }
+
+    /// <inheritdoc />
+    protected override long GridPrefix => PrefixTokens;
+
     /// <remarks>The shift <paramref name="mask"/> does not apply to whole-map attention and must be null; a
     /// <paramref name="paddingMask"/> is supported without spatial reduction only.</remarks>
     public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
-        Check.TokenGrid(x, Dim, height, width);
+        Check.TokenGrid(x, Dim, height, width, PrefixTokens);
         CheckPaddingMask(paddingMask, x);
         if (mask is not null)
             throw new ArgumentException("Spatial-reduction attention attends over the whole map and takes no window shift mask; pass null.", nameof(mask));

@@ -32,6 +32,10 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     /// <summary>Which kind of attention this is.</summary>
     public abstract AttentionKind Kind { get; }
 
+    /// <summary>Tokens before the grid (e.g. a class token) that <see cref="forward(Tensor)"/> must skip when it
+    /// infers the square grid.</summary>
+    protected virtual long GridPrefix => 0;
+
     /// <summary>Describes the token grid the layer was built for, for error messages.</summary>
     protected virtual string BuiltFor => "any square grid";
 
@@ -52,7 +56,7 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(x);
         Check.Tokens(x, Dim);
-        long side = Check.SquareSide(x.shape[1], nameof(x),
+        long side = Check.SquareSide(x.shape[1] - GridPrefix, nameof(x),
             $"this layer was built for {BuiltFor}; call forward(x, height, width) to give the grid of a non-square token layout.");
         return forward(x, side, side);
     }

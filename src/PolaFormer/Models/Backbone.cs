@@ -70,6 +70,14 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
     /// </summary>
     public Action<string, Tensor>? IntermediateObserver { get; set; }
 
+    /// <summary>Swaps a registered submodule for another under the same name (used by <see cref="ResetClassifier"/>).</summary>
+    protected void ReplaceSubmodule(string name, nn.Module replacement)
+    {
+        ArgumentNullException.ThrowIfNull(replacement);
+        register_module(name, null!);
+        register_module(name, replacement);
+    }
+
     /// <summary>Reports an intermediate to <see cref="IntermediateObserver"/>.</summary>
     protected void Observe(string name, Tensor value) => IntermediateObserver?.Invoke(name, value);
 }

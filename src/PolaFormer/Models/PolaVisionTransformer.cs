@@ -1,0 +1,296 @@
+using PolaFormer.Attention;
+using PolaFormer.Checkpoints;
+using PolaFormer.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Models;
+
+// Field names (patch_embed, cls_token, pos_embed, blocks, norm1, attn, norm2, mlp, norm, head) follow timm's
+// VisionTransformer so the state dict reads like one.
+#pragma warning disable IDE1006
+
+/// <summary>Hyper-parameters of <see cref="PolaVisionTransformer"/> (DeiT-style plain ViT with polarity attention).</summary>
+public sealed record PolaVitOptions
+{
+    /// <summary>Image size (height, width) the model is built for; other sizes resize the positional embedding.</summary>
+    public (long Height, long Width) ImageSize { get; init; } = (224, 224);
+
+    /// <summary>Patch size (kernel and stride of the patch embedding).</summary>
+    public long PatchSize { get; init; } = 16;
+
+    /// <summary>Input channels.</summary>
+    public long InChannels { get; init; } = 3;
+
+    /// <summary>Classes of the classifier (0 = none).</summary>
+    public long NumClasses { get; init; } = 1000;
+
+    /// <summary>Token width.</summary>
+    public long EmbedDim { get; init; } = 384;
+
+    /// <summary>Blocks.</summary>
+    public int Depth { get; init; } = 12;
+
+    /// <summary>Heads per block; EmbedDim / NumHeads must be even for polarity attention.</summary>
+    public long NumHeads { get; init; } = 6;
+
+    /// <summary>MLP hidden width / EmbedDim.</summary>
+    public double MlpRatio { get; init; } = 4;
+
+    /// <summary>Bias in the attention projections.</summary>
+    public bool QkvBias { get; init; } = true;
+
+    /// <summary>Dropout after the positional embedding and in the MLPs.</summary>
+    public double DropRate { get; init; }
+
+    /// <summary>Stochastic depth of the last block; earlier blocks scale linearly from 0.</summary>
+    public double DropPathRate { get; init; } = 0.1;
+
+    /// <summary>'L' (polarity) or 'S' (softmax): the attention of every block (a plain ViT has one stage).</summary>
+    public string AttentionTypes { get; init; } = "L";
+
+    /// <summary>Scale of the learnable power, power = 1 + alpha·sigmoid(p).</summary>
+    public double Alpha { get; init; } = 4;
+
+    /// <summary>Kernel of the depthwise convolution on v (odd).</summary>
+    public long KernelSize { get; init; } = 5;
+
+    /// <summary>
+    /// False (default): no class token, the classifier reads the mean of the patch tokens — the pooling the official
+    /// PolaFormer models use. True: a class token is prepended; it joins q/k/v in every block while the depthwise
+    /// convolution sees only the patch tokens, and the classifier reads it (DeiT's choice).
+    /// </summary>
+    public bool ClassToken { get; init; }
+
+    /// <summary>Epsilon of every LayerNorm (timm's ViT uses 1e-6).</summary>
+    public double NormEps { get; init; } = 1e-6;
+
+    /// <summary>Which formulation of the polarity maths runs.</summary>
+    public PolarityImplementation Implementation { get; init; } = PolarityImplementation.Fast;
+}
+
+/// <summary>
+/// A plain (DeiT-style) Vision Transformer whose blocks use polarity-aware linear attention. The official PolaFormer
+/// repository has no ViT; this one follows the paper's recipe for it: polarity attention in every block with the
+/// depthwise convolution over the patch grid, mean-pooled classifier by default.
+/// </summary>
+public sealed class PolaVisionTransformer : Backbone, IDerivedStateCache
+{
+    private readonly PatchEmbed patch_embed;
+    private readonly Parameter? cls_token;
+    private readonly Parameter pos_embed;
+    private readonly Dropout pos_drop;
+    private readonly ModuleList<VitBlock> blocks;
+    private readonly LayerNorm norm;
+    private nn.Module<Tensor, Tensor> head;
+    private readonly PositionalEncodingResizer _positionResizer;
+    private readonly long _prefix;
+    private readonly (long Height, long Width) _grid;
+    private readonly Device? _device;
+    private readonly ScalarType? _dtype;
+
+    /// <summary>The presets: <c>pola_vit_tiny</c> / <c>small</c> / <c>base</c> = 192 / 384 / 768 wide, 12 deep,
+    /// 3 / 6 / 12 heads, patch 16, 224².</summary>
+    public static IReadOnlyDictionary<string, PolaVitOptions> Presets { get; } = new Dictionary<string, PolaVitOptions>
+    {
+        ["pola_vit_tiny"] = new() { EmbedDim = 192, NumHeads = 3, DropPathRate = 0.1 },
+        ["pola_vit_small"] = new() { EmbedDim = 384, NumHeads = 6, DropPathRate = 0.1 },
+        ["pola_vit_base"] = new() { EmbedDim = 768, NumHeads = 12, DropPathRate = 0.1 },
+    };
+
+    /// <summary>Builds the model.</summary>
+    /// <param name="options">Hyper-parameters (default: pola_vit_small).</param>
+    /// <param name="device">Device of the parameters.</param>
+    /// <param name="dtype">Dtype of the parameters.</param>
+    public PolaVisionTransformer(PolaVitOptions? options = null, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(PolaVisionTransformer))
+    {
+        Options = options ??= new PolaVitOptions();
+        Check.Positive(options.PatchSize, "options.PatchSize");
+        Check.Positive(options.Depth, "options.Depth");
+        Check.Positive(options.MlpRatio, "options.MlpRatio");
+        Check.Probability(options.DropRate, "options.DropRate");
+        Check.Probability(options.DropPathRate, "options.DropPathRate");
+        if (options.NumClasses < 0) throw new ArgumentOutOfRangeException("options.NumClasses", options.NumClasses, "NumClasses must be 0 (no classifier) or more.");
+        var (h, w) = options.ImageSize;
+        if (h % options.PatchSize != 0 || w % options.PatchSize != 0 || h <= 0 || w <= 0)
+            throw new ArgumentException($"options.ImageSize {h} × {w} must be positive multiples of options.PatchSize = {options.PatchSize}.", nameof(options));
+        var kind = AttentionKinds.Parse(options.AttentionTypes, 1)[0];
+
+        _device = device;
+        _dtype = dtype;
+        _prefix = options.ClassToken ? 1 : 0;
+        _grid = (h / options.PatchSize, w / options.PatchSize);
+        long dim = options.EmbedDim, tokens = _grid.Height * _grid.Width;
+
+        patch_embed = new PatchEmbed(options.InChannels, dim, options.PatchSize, normalize: false, device: device, dtype: dtype);
+        if (options.ClassToken) cls_token = new Parameter(zeros(1, 1, dim, dtype: dtype, device: device));
+        pos_embed = new Parameter(zeros(1, _prefix + tokens, dim, dtype: dtype, device: device));
+        pos_drop = nn.Dropout(options.DropRate);
+        var rates = DropPathRates(options.DropPathRate, options.Depth);
+        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, options.Depth)
+            .Select(i => new VitBlock(options, kind, _grid, _prefix, rates[i], device, dtype)).ToArray());
+        norm = nn.LayerNorm(dim, eps: options.NormEps, device: device, dtype: dtype);
+        head = MakeHead(options.NumClasses);
+        _positionResizer = new PositionalEncodingResizer(_grid.Height, _grid.Width);
+
+        RegisterComponents();
+        Initialization.TruncatedNormalLinears(this);
+        Initialization.TruncatedNormal_(pos_embed, std: 0.02);
+        if (cls_token is not null) Initialization.TruncatedNormal_(cls_token, std: 0.02);
+    }
+
+    /// <summary>The hyper-parameters the model was built with.</summary>
+    public PolaVitOptions Options { get; }
+
+    /// <inheritdoc />
+    public override long InChannels => Options.InChannels;
+
+    /// <inheritdoc />
+    public override (long Height, long Width) ImageSize => Options.ImageSize;
+
+    /// <inheritdoc />
+    public override long NumFeatures => Options.EmbedDim;
+
+    /// <inheritdoc />
+    public override long NumClasses => _numClasses ??= Options.NumClasses;
+    private long? _numClasses;
+
+    /// <inheritdoc />
+    public override IReadOnlyList<FeatureInfo> FeatureInfo =>
+        [new FeatureInfo("blocks", Options.EmbedDim, Options.PatchSize)];
+
+    /// <inheritdoc />
+    /// <remarks>The positional embedding and the class token, as timm's ViT.</remarks>
+    public override IReadOnlySet<string> NoWeightDecay =>
+        Options.ClassToken ? new HashSet<string> { "pos_embed", "cls_token" } : new HashSet<string> { "pos_embed" };
+
+    /// <inheritdoc />
+    public override Tensor ForwardFeatures(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        var (tokens, _, _) = Encode(images);
+        var pooled = cls_token is not null ? tokens[.., 0] : tokens.mean([1]);
+        return pooled.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc />
+    public override Tensor ForwardHead(Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 2 || features.shape[1] != NumFeatures)
+            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        return head.forward(features);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>One map: the normalised patch tokens after the last block, (B, EmbedDim, H/16, W/16).</remarks>
+    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        var (tokens, h, w) = Encode(images);
+        var grid = tokens[.., (int)_prefix..].transpose(1, 2).reshape(tokens.shape[0], -1, h, w);
+        return [grid.MoveToOuterDisposeScope()];
+    }
+
+    /// <inheritdoc />
+    public override void ResetClassifier(long numClasses)
+    {
+        if (numClasses < 0) throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or more.");
+        var old = head;
+        head = MakeHead(numClasses);
+        ReplaceSubmodule(nameof(head), head);
+        old.Dispose();
+        _numClasses = numClasses;
+    }
+
+    /// <summary>Patch embedding, positional embedding, blocks and final norm: (B, prefix + N, C) and the grid.</summary>
+    private (Tensor Tokens, long Height, long Width) Encode(Tensor images)
+    {
+        Check.Images(images, InChannels);
+        long ph = images.shape[2], pw = images.shape[3], p = Options.PatchSize;
+        if (ph % p != 0 || pw % p != 0)
+            throw new ArgumentException($"images are {ph} × {pw}; both sides must be multiples of the patch size {p}.", nameof(images));
+        var (x, h, w) = patch_embed.Embed(images);
+        if (cls_token is not null) x = cat([cls_token.expand(x.shape[0], -1, -1), x], 1);
+        x = pos_drop.forward(x + PositionalEmbedding(h, w));
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            x = blocks[i].forward(x, h, w);
+            Observe($"blocks.{i}", x);
+        }
+        return (norm.forward(x), h, w);
+    }
+
+    private Tensor PositionalEmbedding(long h, long w)
+    {
+        if (_prefix == 0) return _positionResizer.Resize(pos_embed, h, w);
+        if ((h, w) == _grid) return pos_embed;
+        var grid = _positionResizer.Resize(pos_embed[.., (int)_prefix..], h, w);
+        return cat([pos_embed[.., ..(int)_prefix], grid], 1);
+    }
+
+    private nn.Module<Tensor, Tensor> MakeHead(long numClasses)
+    {
+        if (numClasses == 0) return nn.Identity();
+        var linear = nn.Linear(Options.EmbedDim, numClasses, device: _device, dtype: _dtype);
+        Initialization.TruncatedNormal_(linear.weight!, std: 0.02);
+        using (no_grad()) linear.bias!.zero_();
+        return linear;
+    }
+
+    internal static double[] DropPathRates(double maxRate, int count) =>
+        Enumerable.Range(0, count).Select(i => count == 1 ? 0 : maxRate * i / (count - 1)).ToArray();
+
+    void IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
+
+    /// <inheritdoc />
+    public override void train(bool train = true)
+    {
+        _positionResizer.Invalidate();
+        base.train(train);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _positionResizer.Dispose();
+        base.Dispose(disposing);
+    }
+
+    /// <summary>Pre-norm transformer block on (B, prefix + H·W, C).</summary>
+    private sealed class VitBlock : nn.Module<Tensor, Tensor>
+    {
+        private readonly LayerNorm norm1;
+        private readonly TokenAttention attn;
+        private readonly DropPath drop_path;
+        private readonly LayerNorm norm2;
+        private readonly Mlp mlp;
+
+        public VitBlock(PolaVitOptions o, AttentionKind kind, (long Height, long Width) grid, long prefix, double dropPath,
+            Device? device, ScalarType? dtype) : base(nameof(VitBlock))
+        {
+            norm1 = nn.LayerNorm(o.EmbedDim, eps: o.NormEps, device: device, dtype: dtype);
+            attn = kind == AttentionKind.Polarity
+                ? new PolaLinearAttention(o.EmbedDim, grid, o.NumHeads, qkvBias: o.QkvBias, alpha: o.Alpha, kernelSize: o.KernelSize,
+                    projDrop: o.DropRate, implementation: o.Implementation, prefixTokens: prefix, device: device, dtype: dtype)
+                : new SpatialReductionAttention(o.EmbedDim, o.NumHeads, qkvBias: o.QkvBias, projDrop: o.DropRate,
+                    prefixTokens: prefix, device: device, dtype: dtype);
+            drop_path = new DropPath(dropPath);
+            norm2 = nn.LayerNorm(o.EmbedDim, eps: o.NormEps, device: device, dtype: dtype);
+            mlp = new Mlp(o.EmbedDim, (long)(o.EmbedDim * o.MlpRatio), drop: o.DropRate, device: device, dtype: dtype);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor x) => throw new NotSupportedException("A ViT block needs its grid: call forward(x, height, width).");
+
+        public Tensor forward(Tensor x, long height, long width)
+        {
+            using var scope = NewDisposeScope();
+            x = x + drop_path.forward(attn.forward(norm1.forward(x), height, width));
+            x = x + drop_path.forward(mlp.forward(norm2.forward(x)));
+            return x.MoveToOuterDisposeScope();
+        }
+    }
+}
