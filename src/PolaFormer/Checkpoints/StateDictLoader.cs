@@ -89,7 +89,8 @@ public static class StateDictLoader
     /// that the weights changed.</summary>
     internal static void InvalidateDerivedState(nn.Module module)
     {
-        foreach (var m in module.modules())
+        // TorchSharp's modules() lists the descendants only, not the module itself (unlike PyTorch's).
+        foreach (var m in module.modules().Prepend(module))
             if (m is IDerivedStateCache cache) cache.InvalidateDerivedState();
     }
 }

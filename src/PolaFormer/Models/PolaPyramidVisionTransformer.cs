@@ -1,0 +1,534 @@
+using System.Collections.Frozen;
+using System.Globalization;
+using PolaFormer.Attention;
+using PolaFormer.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Models;
+
+// Field names (patch_embed1..4, pos_embed1..4, pos_drop1..4, block1..4, norm, head, and the block's norm1, attn,
+// norm2, mlp) are the official PyTorch attribute names: they become the state-dict keys, so the authors'
+// checkpoints load unchanged.
+#pragma warning disable IDE1006
+
+/// <summary>
+/// Hyper-parameters of a <see cref="PolaPyramidVisionTransformer"/> (official
+/// <c>models.pola_pvt.PyramidVisionTransformer</c>). The defaults are <c>pola_pvt_tiny</c> as the official
+/// <c>main.py</c> builds it; <see cref="Presets"/> holds the four released configurations.
+/// </summary>
+/// <remarks>The model always has four stages; every per-stage list has four entries.</remarks>
+public sealed record PolaPvtOptions
+{
+    /// <summary>Number of stages of the pyramid (fixed by the official architecture).</summary>
+    public const int StageCount = 4;
+
+    /// <summary>Side of the square image the model is built for: sizes the positional embeddings (official
+    /// <c>img_size</c>). Other sizes run by resizing them.</summary>
+    public long ImageSize { get; init; } = 224;
+
+    /// <summary>Kernel and stride of the first patch embedding (later stages merge 2 × 2 patches).</summary>
+    public long PatchSize { get; init; } = 4;
+
+    /// <summary>Image channels.</summary>
+    public long InChannels { get; init; } = 3;
+
+    /// <summary>Classes of the classifier; 0 = no classifier (the model returns its pooled features).</summary>
+    public long NumClasses { get; init; } = 1000;
+
+    /// <summary>Channels of each stage.</summary>
+    public IReadOnlyList<long> EmbedDims { get; init; } = [64, 128, 320, 512];
+
+    /// <summary>Attention heads of each stage. Polarity ('L') stages need an even head dimension.</summary>
+    public IReadOnlyList<long> NumHeads { get; init; } = [1, 2, 5, 8];
+
+    /// <summary>MLP hidden width of each stage as a multiple of its channels (truncated to an integer).</summary>
+    public IReadOnlyList<double> MlpRatios { get; init; } = [8, 8, 4, 4];
+
+    /// <summary>Blocks in each stage.</summary>
+    public IReadOnlyList<long> Depths { get; init; } = [2, 2, 2, 2];
+
+    /// <summary>Bias in the query/key/value projections.</summary>
+    public bool QkvBias { get; init; } = true;
+
+    /// <summary>Scale of q·k in softmax ('S') stages; null = head_dim^-0.5. Polarity stages ignore it, as the
+    /// official code does.</summary>
+    public double? QkScale { get; init; }
+
+    /// <summary>Dropout after the positional embeddings, in the MLPs and after the attention projections.</summary>
+    public double DropRate { get; init; }
+
+    /// <summary>Dropout on the attention weights of softmax ('S') stages (polarity attention has none).</summary>
+    public double AttnDropRate { get; init; }
+
+    /// <summary>Stochastic depth: the drop-path rate rises linearly from 0 at the first block to this at the
+    /// last.</summary>
+    public double DropPathRate { get; init; } = 0.1;
+
+    /// <summary>Epsilon of the blocks' LayerNorms (<c>norm1</c>, <c>norm2</c>) and of the final, unused
+    /// <c>norm</c> (the official <c>norm_layer</c>). The patch embeddings' and the spatial reductions' LayerNorms
+    /// keep PyTorch's default 1e-5, as in the official code.</summary>
+    public double BlockNormEps { get; init; } = 1e-6;
+
+    /// <summary>Spatial reduction of keys and values in softmax ('S') stages.</summary>
+    public IReadOnlyList<long> SrRatios { get; init; } = [8, 4, 2, 1];
+
+    /// <summary>Spatial reduction of keys and values in polarity ('L') stages, one digit per stage (official
+    /// <c>la_sr_ratios</c>). The released checkpoints use "1111" (<c>config.py</c>'s default, which
+    /// <c>main.py</c> passes); the official constructor's own default "8421" is not what was trained.</summary>
+    public string LinearSrRatios { get; init; } = "1111";
+
+    /// <summary>One letter per stage: 'L' polarity linear attention, 'S' softmax spatial-reduction attention.</summary>
+    public string AttentionTypes { get; init; } = "LLLL";
+
+    /// <summary>Scale of the learnable power of polarity attention, power = 1 + alpha·sigmoid(p).</summary>
+    public double Alpha { get; init; } = 4;
+
+    /// <summary>Kernel of the depthwise convolution on v in polarity attention (odd).</summary>
+    public long KernelSize { get; init; } = 5;
+
+    /// <summary>Which formulation of the polarity maths runs.</summary>
+    public PolarityImplementation Implementation { get; init; } = PolarityImplementation.Fast;
+
+    /// <summary>The released configurations, by the official factory names: <c>pola_pvt_tiny</c> (depths 2-2-2-2),
+    /// <c>pola_pvt_small</c> (3-4-6-3), <c>pola_pvt_medium</c> (3-4-18-3), <c>pola_pvt_large</c> (3-8-27-3); all
+    /// 224 × 224, 1000 classes, drop path 0.1, la_sr_ratios "1111", attention "LLLL".</summary>
+    public static IReadOnlyDictionary<string, PolaPvtOptions> Presets { get; } = new Dictionary<string, PolaPvtOptions>
+    {
+        ["pola_pvt_tiny"] = new() { Depths = [2, 2, 2, 2] },
+        ["pola_pvt_small"] = new() { Depths = [3, 4, 6, 3] },
+        ["pola_pvt_medium"] = new() { Depths = [3, 4, 18, 3] },
+        ["pola_pvt_large"] = new() { Depths = [3, 8, 27, 3] },
+    }.ToFrozenDictionary();
+
+    /// <summary>The spatial reduction stage <paramref name="stage"/> (0-based) uses: a digit of
+    /// <see cref="LinearSrRatios"/> for 'L' stages, <see cref="SrRatios"/> for 'S' stages.</summary>
+    public long StageSrRatio(int stage) => IsPolarityStage(stage)
+        ? LinearSrRatios[stage] - '0'
+        : SrRatios[stage];
+
+    /// <summary>Whether stage <paramref name="stage"/> (0-based) uses polarity linear attention.</summary>
+    public bool IsPolarityStage(int stage) => char.ToUpperInvariant(AttentionTypes[stage]) == 'L';
+
+    /// <summary>Side of the token grid of stage <paramref name="stage"/> for an image side of
+    /// <paramref name="imageSide"/> (a multiple of the patch size): side/patch, then halved (floored) per stage.</summary>
+    internal long GridSide(long imageSide, int stage) => imageSide / PatchSize >> stage;
+
+    /// <summary>The smallest image side every stage can run at: each stage needs a token grid at least as large
+    /// as its spatial reduction (and at least one token).</summary>
+    public long MinimumImageSide()
+    {
+        long side = 1;
+        for (int i = 0; i < StageCount; i++) side = Math.Max(side, Math.Max(1, StageSrRatio(i)) << i);
+        return side * PatchSize;
+    }
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the first invalid hyper-parameter.</summary>
+    /// <param name="paramName">Argument name to report (the options as the caller named them).</param>
+    internal void Validate(string paramName)
+    {
+        string P(string property) => $"{paramName}.{property}";
+        ArgumentException Bad(string message) => new(message, paramName);
+
+        CheckList(EmbedDims, nameof(EmbedDims));
+        CheckList(NumHeads, nameof(NumHeads));
+        CheckList(MlpRatios, nameof(MlpRatios));
+        CheckList(Depths, nameof(Depths));
+        CheckList(SrRatios, nameof(SrRatios));
+        if (AttentionTypes is null || AttentionTypes.Length != StageCount)
+            throw Bad($"{P(nameof(AttentionTypes))} is {Quote(AttentionTypes)} ({AttentionTypes?.Length ?? 0} letters); expected one letter per stage ({StageCount}), 'L' (polarity) or 'S' (softmax), e.g. \"LLLL\".");
+        for (int i = 0; i < StageCount; i++)
+            if (char.ToUpperInvariant(AttentionTypes[i]) is not ('L' or 'S'))
+                throw Bad($"{P(nameof(AttentionTypes))} is {Quote(AttentionTypes)}: '{AttentionTypes[i]}' at position {i} is neither 'L' (polarity) nor 'S' (softmax).");
+        if (LinearSrRatios is null || LinearSrRatios.Length != StageCount)
+            throw Bad($"{P(nameof(LinearSrRatios))} is {Quote(LinearSrRatios)} ({LinearSrRatios?.Length ?? 0} characters); expected one digit 1-9 per stage ({StageCount}), e.g. \"1111\" (the released checkpoints) or \"8421\".");
+        for (int i = 0; i < StageCount; i++)
+            if (LinearSrRatios[i] is < '1' or > '9')
+                throw Bad($"{P(nameof(LinearSrRatios))} is {Quote(LinearSrRatios)}: '{LinearSrRatios[i]}' at position {i} is not a digit 1-9.");
+
+        Positive(ImageSize, nameof(ImageSize));
+        Positive(PatchSize, nameof(PatchSize));
+        Positive(InChannels, nameof(InChannels));
+        if (NumClasses < 0) throw Bad($"{P(nameof(NumClasses))} is {NumClasses}; expected 0 (no classifier) or more.");
+        for (int i = 0; i < StageCount; i++)
+        {
+            Positive(EmbedDims[i], $"{nameof(EmbedDims)}[{i}]");
+            Positive(NumHeads[i], $"{nameof(NumHeads)}[{i}]");
+            Positive(Depths[i], $"{nameof(Depths)}[{i}]");
+            Positive(SrRatios[i], $"{nameof(SrRatios)}[{i}]");
+            if (!(MlpRatios[i] > 0) || double.IsInfinity(MlpRatios[i]) || (long)(EmbedDims[i] * MlpRatios[i]) < 1)
+                throw Bad($"{P($"{nameof(MlpRatios)}[{i}]")} is {MlpRatios[i].ToString(CultureInfo.InvariantCulture)}; expected a positive ratio giving at least one hidden channel.");
+            if (EmbedDims[i] % NumHeads[i] != 0)
+                throw Bad($"{P($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} is not divisible by {P($"{nameof(NumHeads)}[{i}]")} = {NumHeads[i]}.");
+            if (IsPolarityStage(i) && EmbedDims[i] / NumHeads[i] % 2 != 0)
+                throw Bad($"Stage {i + 1} is a polarity ('L') stage with {P($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} and {NumHeads[i]} heads: head dimension {EmbedDims[i] / NumHeads[i]} must be even.");
+        }
+        if (QkScale is { } qkScale && (!(qkScale > 0) || double.IsInfinity(qkScale)))
+            throw Bad($"{P(nameof(QkScale))} is {qkScale.ToString(CultureInfo.InvariantCulture)}; expected a positive finite number or null.");
+        Probability(DropRate, nameof(DropRate));
+        Probability(AttnDropRate, nameof(AttnDropRate));
+        Probability(DropPathRate, nameof(DropPathRate));
+        if (!(BlockNormEps > 0) || double.IsInfinity(BlockNormEps))
+            throw Bad($"{P(nameof(BlockNormEps))} is {BlockNormEps.ToString(CultureInfo.InvariantCulture)}; expected a small positive number such as 1e-6.");
+        if (!(Alpha > 0) || double.IsInfinity(Alpha))
+            throw Bad($"{P(nameof(Alpha))} is {Alpha.ToString(CultureInfo.InvariantCulture)}; expected a positive number.");
+        if (KernelSize <= 0 || KernelSize % 2 == 0)
+            throw Bad($"{P(nameof(KernelSize))} is {KernelSize}; expected a positive odd number.");
+        if (!Enum.IsDefined(Implementation))
+            throw Bad($"{P(nameof(Implementation))} is {Implementation}; expected {string.Join(" or ", Enum.GetNames<PolarityImplementation>())}.");
+        if (ImageSize % PatchSize != 0)
+            throw Bad($"{P(nameof(ImageSize))} = {ImageSize} is not a multiple of {P(nameof(PatchSize))} = {PatchSize}.");
+        if (ImageSize < MinimumImageSide())
+            throw Bad($"{P(nameof(ImageSize))} = {ImageSize} is too small: with patch size {PatchSize} and spatial reductions {string.Join(",", Enumerable.Range(0, StageCount).Select(StageSrRatio))} every stage needs a token grid at least as large as its reduction, so the image side must be at least {MinimumImageSide()}.");
+
+        void CheckList<T>(IReadOnlyList<T>? list, string name)
+        {
+            if (list is null || list.Count != StageCount)
+                throw Bad($"{P(name)} has {list?.Count.ToString(CultureInfo.InvariantCulture) ?? "no"} entries; expected one per stage ({StageCount}).");
+        }
+
+        void Positive(long value, string name)
+        {
+            if (value <= 0) throw Bad($"{P(name)} is {value}; expected a positive number.");
+        }
+
+        void Probability(double value, string name)
+        {
+            if (!(value >= 0 && value < 1))
+                throw Bad($"{P(name)} is {value.ToString(CultureInfo.InvariantCulture)}; expected a probability in [0, 1).");
+        }
+
+        static string Quote(string? s) => s is null ? "null" : $"\"{s}\"";
+    }
+}
+
+/// <summary>
+/// Pola-PVT: the Pyramid Vision Transformer (v1) with polarity-aware linear attention (official
+/// <c>models.pola_pvt.PyramidVisionTransformer</c>, factories <c>pola_pvt_tiny/small/medium/large</c>).
+/// </summary>
+/// <remarks>
+/// <para>Four stages, each: patch embedding (a strided convolution, <see cref="PolaPvtOptions.PatchSize"/> in
+/// stage 1 and 2 after that, with its own LayerNorm, eps 1e-5) → + learnt positional embedding → blocks
+/// (pre-norm attention and MLP with residuals). Between stages the tokens are laid out again as (B, C, H, W). The
+/// features are the mean of the last stage's tokens: the final <c>norm</c> is built (it is in the state dict) but,
+/// as in the official code, never applied.</para>
+/// <para>Any input size whose sides are multiples of the patch size runs (square or not), as long as every stage's
+/// grid is at least its spatial reduction (<see cref="PolaPvtOptions.MinimumImageSide"/>). At the built size the
+/// positional embeddings are used as they are (the official numbers); at other sizes they are resized bicubically on
+/// their 2-D grid (the official code would resize bilinearly, and only when the first stage's token count differs).
+/// In inference (no_grad) the resized copies are cached per size until the mode or the weights change. Later stages
+/// floor odd grids, as the stride-2 convolution does.</para>
+/// <para>Deviation: the official builds later stages' embeddings for <c>img_size // 2^(i+1)</c> patches of 2, which
+/// only agrees with the real token grid for patch size 4; here stage i's grid is always
+/// ⌊⌊ImageSize/PatchSize⌋ / 2^i⌋ (identical for the released patch size 4).</para>
+/// </remarks>
+public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerivedStateCache
+{
+    private const int StageCount = PolaPvtOptions.StageCount;
+
+    private readonly PatchEmbed patch_embed1;
+    private readonly Parameter pos_embed1;
+    private readonly Dropout pos_drop1;
+    private readonly ModuleList<PolaPvtBlock> block1;
+    private readonly PatchEmbed patch_embed2;
+    private readonly Parameter pos_embed2;
+    private readonly Dropout pos_drop2;
+    private readonly ModuleList<PolaPvtBlock> block2;
+    private readonly PatchEmbed patch_embed3;
+    private readonly Parameter pos_embed3;
+    private readonly Dropout pos_drop3;
+    private readonly ModuleList<PolaPvtBlock> block3;
+    private readonly PatchEmbed patch_embed4;
+    private readonly Parameter pos_embed4;
+    private readonly Dropout pos_drop4;
+    private readonly ModuleList<PolaPvtBlock> block4;
+    private readonly LayerNorm norm;
+    private nn.Module<Tensor, Tensor> head;
+
+    private readonly PositionalEncodingResizer[] _positionResizers;
+    private readonly FeatureInfo[] _featureInfo;
+    private long _numClasses;
+
+    /// <summary>Builds the model with freshly initialised weights (the official initialisation: positional
+    /// embeddings and Linear weights truncated-normal with std 0.02, Linear biases 0, LayerNorms 1 and 0,
+    /// convolutions PyTorch's default).</summary>
+    /// <param name="options">Hyper-parameters; <see cref="PolaPvtOptions.Presets"/> has the released ones.</param>
+    /// <param name="device">Device of the parameters (default: the current default device).</param>
+    /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
+    /// <exception cref="ArgumentException">A hyper-parameter is invalid (the message names it).</exception>
+    public PolaPyramidVisionTransformer(PolaPvtOptions options, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(PolaPyramidVisionTransformer))
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(nameof(options));
+        Options = options;
+        _numClasses = options.NumClasses;
+
+        long totalBlocks = options.Depths.Sum();
+        long blockIndex = 0;
+        var patchEmbeds = new PatchEmbed[StageCount];
+        var posEmbeds = new Parameter[StageCount];
+        var blocks = new ModuleList<PolaPvtBlock>[StageCount];
+        _positionResizers = new PositionalEncodingResizer[StageCount];
+        _featureInfo = new FeatureInfo[StageCount];
+        for (int i = 0; i < StageCount; i++)
+        {
+            long dim = options.EmbedDims[i];
+            long side = options.GridSide(options.ImageSize, i);
+            patchEmbeds[i] = new PatchEmbed(i == 0 ? options.InChannels : options.EmbedDims[i - 1], dim,
+                i == 0 ? options.PatchSize : 2, normalize: true, normEps: 1e-5, device: device, dtype: dtype);
+            posEmbeds[i] = new Parameter(zeros(1, side * side, dim, dtype: dtype, device: device));
+            _positionResizers[i] = new PositionalEncodingResizer(side, side);
+            blocks[i] = new ModuleList<PolaPvtBlock>();
+            for (long j = 0; j < options.Depths[i]; j++, blockIndex++)
+            {
+                double dropPath = totalBlocks > 1 ? options.DropPathRate * blockIndex / (totalBlocks - 1) : 0;
+                blocks[i].Add(new PolaPvtBlock(options, i, (side, side), dropPath, device, dtype));
+            }
+            _featureInfo[i] = new FeatureInfo($"block{i + 1}", dim, options.PatchSize << i);
+        }
+        (patch_embed1, patch_embed2, patch_embed3, patch_embed4) = (patchEmbeds[0], patchEmbeds[1], patchEmbeds[2], patchEmbeds[3]);
+        (pos_embed1, pos_embed2, pos_embed3, pos_embed4) = (posEmbeds[0], posEmbeds[1], posEmbeds[2], posEmbeds[3]);
+        (block1, block2, block3, block4) = (blocks[0], blocks[1], blocks[2], blocks[3]);
+        pos_drop1 = nn.Dropout(options.DropRate);
+        pos_drop2 = nn.Dropout(options.DropRate);
+        pos_drop3 = nn.Dropout(options.DropRate);
+        pos_drop4 = nn.Dropout(options.DropRate);
+        norm = nn.LayerNorm(options.EmbedDims[^1], eps: options.BlockNormEps, device: device, dtype: dtype);
+        head = NewHead(options.NumClasses, device, dtype);
+
+        // Registered first: modules() only sees registered children.
+        RegisterComponents();
+        foreach (var p in posEmbeds) Initialization.TruncatedNormal_(p, std: 0.02);
+        Initialization.TruncatedNormalLinears(this);
+    }
+
+    /// <summary>The hyper-parameters the model was built with (<see cref="PolaPvtOptions.NumClasses"/> is the
+    /// original count; see <see cref="NumClasses"/> after <see cref="ResetClassifier"/>).</summary>
+    public PolaPvtOptions Options { get; }
+
+    /// <inheritdoc />
+    public override long InChannels => Options.InChannels;
+
+    /// <inheritdoc />
+    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+
+    /// <inheritdoc />
+    public override long NumFeatures => Options.EmbedDims[^1];
+
+    /// <inheritdoc />
+    public override long NumClasses => _numClasses;
+
+    /// <inheritdoc />
+    /// <remarks>Stage i is "block{i}" with channels <see cref="PolaPvtOptions.EmbedDims"/>[i − 1] and stride
+    /// patch size · 2^(i − 1) (4, 8, 16, 32 for the presets).</remarks>
+    public override IReadOnlyList<FeatureInfo> FeatureInfo => _featureInfo;
+
+    /// <inheritdoc />
+    /// <remarks>The positional embeddings <c>pos_embed1</c> … <c>pos_embed4</c>. The official
+    /// <c>no_weight_decay</c> returns <c>{'cls_token'}</c>, a parameter this model does not have, so official
+    /// training decayed them; its own comment suggests excluding the positional embeddings, which is what this does.
+    /// To reproduce the official recipe exactly, exclude nothing beyond 1-D parameters and biases.</remarks>
+    public override IReadOnlySet<string> NoWeightDecay { get; } =
+        new HashSet<string> { "pos_embed1", "pos_embed2", "pos_embed3", "pos_embed4" };
+
+    /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>): the mean of the last stage's
+    /// tokens (no final norm, as in the official code).</summary>
+    /// <exception cref="ArgumentException">images is not (B, <see cref="InChannels"/>, H, W) with H and W multiples of
+    /// the patch size and at least <see cref="PolaPvtOptions.MinimumImageSide"/>.</exception>
+    public override Tensor ForwardFeatures(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        return RunStages(images, null).mean([1]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Pooled features (B, <see cref="NumFeatures"/>) → logits (B, <see cref="NumClasses"/>), or the
+    /// features themselves when <see cref="NumClasses"/> is 0.</summary>
+    /// <exception cref="ArgumentException">features is not (B, <see cref="NumFeatures"/>).</exception>
+    public override Tensor ForwardHead(Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 2 || features.shape[1] != NumFeatures)
+            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        return head.forward(features);
+    }
+
+    /// <summary>Images (B, C, H, W) → the output of every stage as a map (B, C_i, H_i, W_i), H_i = ⌊H/(patch·2^i)⌋
+    /// (see <see cref="FeatureInfo"/>).</summary>
+    /// <exception cref="ArgumentException">images is not a valid image batch (see <see cref="ForwardFeatures"/>).</exception>
+    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        var maps = new List<Tensor>(StageCount);
+        RunStages(images, maps);
+        foreach (var map in maps) map.MoveToOuterDisposeScope();
+        return maps;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>The new head is a Linear(<see cref="NumFeatures"/>, numClasses) initialised like the official
+    /// one (truncated normal std 0.02, bias 0), on the model's device and dtype. (The official
+    /// <c>reset_classifier</c> reads a <c>self.embed_dim</c> the model does not have.)</remarks>
+    public override void ResetClassifier(long numClasses)
+    {
+        if (numClasses < 0)
+            throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or more.");
+        var newHead = NewHead(numClasses, norm.weight.device, norm.weight.dtype);
+        if (newHead is Linear linear)
+        {
+            Initialization.TruncatedNormal_(linear.weight, std: 0.02);
+            using (no_grad()) linear.bias?.zero_();
+        }
+        newHead.train(training);
+        register_module(nameof(head), null!);
+        head.Dispose();
+        head = newHead;
+        register_module(nameof(head), head);
+        _numClasses = numClasses;
+    }
+
+    /// <summary>
+    /// The positional embedding of stage <paramref name="stage"/> (0-based) for a token grid of
+    /// <paramref name="height"/> × <paramref name="width"/>: the parameter itself at the built grid, else a bicubic
+    /// resize of it (cached per size while gradients are disabled).
+    /// </summary>
+    internal Tensor PositionEmbedding(int stage, long height, long width) =>
+        _positionResizers[stage].Resize(PosEmbed(stage), height, width);
+
+    private Tensor RunStages(Tensor images, List<Tensor>? maps)
+    {
+        CheckImages(images);
+        long batch = images.shape[0];
+        Tensor x = images;
+        for (int i = 0; i < StageCount; i++)
+        {
+            var (tokens, height, width) = PatchEmbedAt(i).Embed(x);
+            Observe($"patch_embed{i + 1}", tokens);
+            tokens = PosDropAt(i).forward(tokens + PositionEmbedding(i, height, width));
+            int j = 0;
+            foreach (var block in BlocksAt(i))
+            {
+                tokens = block.forward(tokens, height, width);
+                Observe($"block{i + 1}.{j++}", tokens);
+            }
+            bool last = i == StageCount - 1;
+            if (last && maps is null) return tokens;
+            var map = tokens.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous();
+            maps?.Add(map);
+            x = last ? tokens : map;
+        }
+        return x;
+    }
+
+    /// <summary>Checks the image batch: channels, sides multiples of the patch size, every stage's grid large
+    /// enough.</summary>
+    private void CheckImages(Tensor images)
+    {
+        Check.Images(images, InChannels, nameof(images));
+        long h = images.shape[2], w = images.shape[3], patch = Options.PatchSize;
+        if (h % patch != 0 || w % patch != 0)
+            throw new ArgumentException(
+                $"images is {h} × {w} (shape {Check.Format(images.shape)}); height and width must be multiples of the patch size {patch}.", nameof(images));
+        long minimum = Options.MinimumImageSide();
+        for (int i = 0; i < StageCount; i++)
+        {
+            long gridHeight = Options.GridSide(h, i), gridWidth = Options.GridSide(w, i);
+            long needed = Math.Max(1, Options.StageSrRatio(i));
+            if (gridHeight < needed || gridWidth < needed)
+                throw new ArgumentException(
+                    $"images is {h} × {w}: stage {i + 1} would get a {gridHeight} × {gridWidth} token grid, smaller than its spatial reduction {needed}; both sides must be at least {minimum}.", nameof(images));
+        }
+    }
+
+    private nn.Module<Tensor, Tensor> NewHead(long numClasses, Device? device, ScalarType? dtype) => numClasses > 0
+        ? nn.Linear(NumFeatures, numClasses, device: device, dtype: dtype)
+        : nn.Identity();
+
+    // Accessed through the fields on every call: Module.to(...) replaces Parameter objects in the fields.
+    private Parameter PosEmbed(int stage) => stage switch
+    {
+        0 => pos_embed1, 1 => pos_embed2, 2 => pos_embed3, 3 => pos_embed4,
+        _ => throw new ArgumentOutOfRangeException(nameof(stage)),
+    };
+
+    private PatchEmbed PatchEmbedAt(int stage) => stage switch
+    {
+        0 => patch_embed1, 1 => patch_embed2, 2 => patch_embed3, 3 => patch_embed4,
+        _ => throw new ArgumentOutOfRangeException(nameof(stage)),
+    };
+
+    private Dropout PosDropAt(int stage) => stage switch
+    {
+        0 => pos_drop1, 1 => pos_drop2, 2 => pos_drop3, 3 => pos_drop4,
+        _ => throw new ArgumentOutOfRangeException(nameof(stage)),
+    };
+
+    private ModuleList<PolaPvtBlock> BlocksAt(int stage) => stage switch
+    {
+        0 => block1, 1 => block2, 2 => block3, 3 => block4,
+        _ => throw new ArgumentOutOfRangeException(nameof(stage)),
+    };
+
+    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => InvalidatePositionCaches();
+
+    private void InvalidatePositionCaches()
+    {
+        foreach (var resizer in _positionResizers) resizer.Invalidate();
+    }
+
+    /// <inheritdoc />
+    public override void train(bool train = true)
+    {
+        InvalidatePositionCaches();
+        base.train(train);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            foreach (var resizer in _positionResizers) resizer.Dispose();
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>One Pola-PVT block (official <c>models.pola_pvt.Block</c>): x + attn(norm1(x)), then x + mlp(norm2(x)),
+/// each branch with stochastic depth.</summary>
+internal sealed class PolaPvtBlock : nn.Module<Tensor, long, long, Tensor>
+{
+    private readonly LayerNorm norm1;
+    private readonly TokenAttention attn;
+    private readonly DropPath? drop_path;
+    private readonly LayerNorm norm2;
+    private readonly Mlp mlp;
+
+    public PolaPvtBlock(PolaPvtOptions options, int stage, (long Height, long Width) inputResolution, double dropPath,
+        Device? device, ScalarType? dtype) : base(nameof(PolaPvtBlock))
+    {
+        long dim = options.EmbedDims[stage], heads = options.NumHeads[stage];
+        long srRatio = options.StageSrRatio(stage);
+        norm1 = nn.LayerNorm(dim, eps: options.BlockNormEps, device: device, dtype: dtype);
+        attn = options.IsPolarityStage(stage)
+            ? new PolaLinearAttention(dim, inputResolution, heads, qkvBias: options.QkvBias, srRatio: srRatio,
+                alpha: options.Alpha, kernelSize: options.KernelSize, projDrop: options.DropRate,
+                implementation: options.Implementation, device: device, dtype: dtype)
+            : new SpatialReductionAttention(dim, heads, qkvBias: options.QkvBias, qkScale: options.QkScale,
+                srRatio: srRatio, attnDrop: options.AttnDropRate, projDrop: options.DropRate, device: device, dtype: dtype);
+        if (dropPath > 0) drop_path = new DropPath(dropPath);
+        norm2 = nn.LayerNorm(dim, eps: options.BlockNormEps, device: device, dtype: dtype);
+        mlp = new Mlp(dim, (long)(dim * options.MlpRatios[stage]), drop: options.DropRate, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Tokens (B, height·width, C) → (B, height·width, C).</summary>
+    public override Tensor forward(Tensor x, long height, long width)
+    {
+        using var scope = NewDisposeScope();
+        var branch = attn.forward(norm1.forward(x), height, width);
+        x = x + (drop_path?.forward(branch) ?? branch);
+        branch = mlp.forward(norm2.forward(x));
+        x = x + (drop_path?.forward(branch) ?? branch);
+        return x.MoveToOuterDisposeScope();
+    }
+}
