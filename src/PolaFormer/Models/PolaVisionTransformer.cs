@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using PolaFormer.Attention;
 using PolaFormer.Checkpoints;
 using PolaFormer.Layers;
@@ -68,6 +69,15 @@ public sealed record PolaVitOptions
 
     /// <summary>Which formulation of the polarity maths runs.</summary>
     public PolarityImplementation Implementation { get; init; } = PolarityImplementation.Fast;
+
+    /// <summary>The presets: <c>pola_vit_tiny</c> / <c>small</c> / <c>base</c> = 192 / 384 / 768 wide, 12 deep,
+    /// 3 / 6 / 12 heads, patch 16, 224², drop path 0.1 (DeiT's).</summary>
+    public static IReadOnlyDictionary<string, PolaVitOptions> Presets { get; } = new Dictionary<string, PolaVitOptions>
+    {
+        ["pola_vit_tiny"] = new() { EmbedDim = 192, NumHeads = 3 },
+        ["pola_vit_small"] = new() { EmbedDim = 384, NumHeads = 6 },
+        ["pola_vit_base"] = new() { EmbedDim = 768, NumHeads = 12 },
+    }.ToFrozenDictionary();
 }
 
 /// <summary>
@@ -89,15 +99,6 @@ public sealed class PolaVisionTransformer : Backbone, IDerivedStateCache
     private readonly (long Height, long Width) _grid;
     private readonly Device? _device;
     private readonly ScalarType? _dtype;
-
-    /// <summary>The presets: <c>pola_vit_tiny</c> / <c>small</c> / <c>base</c> = 192 / 384 / 768 wide, 12 deep,
-    /// 3 / 6 / 12 heads, patch 16, 224².</summary>
-    public static IReadOnlyDictionary<string, PolaVitOptions> Presets { get; } = new Dictionary<string, PolaVitOptions>
-    {
-        ["pola_vit_tiny"] = new() { EmbedDim = 192, NumHeads = 3, DropPathRate = 0.1 },
-        ["pola_vit_small"] = new() { EmbedDim = 384, NumHeads = 6, DropPathRate = 0.1 },
-        ["pola_vit_base"] = new() { EmbedDim = 768, NumHeads = 12, DropPathRate = 0.1 },
-    };
 
     /// <summary>Builds the model.</summary>
     /// <param name="options">Hyper-parameters (default: pola_vit_small).</param>

@@ -27,14 +27,14 @@ public sealed class PolaVisionTransformerTests : TorchTest
     [InlineData("pola_vit_small", 384, 6)]
     public void Presets_have_the_expected_parameter_count(string name, long width, long heads)
     {
-        using var model = new PolaVisionTransformer(PolaVisionTransformer.Presets[name], device: META);
+        using var model = new PolaVisionTransformer(PolaVitOptions.Presets[name], device: META);
         model.parameters().Sum(p => p.numel()).Should().Be(ExpectedParameters(width, heads));
     }
 
     [Fact]
     public void Tiny_runs_at_224_and_at_other_sizes()
     {
-        using var model = new PolaVisionTransformer(PolaVisionTransformer.Presets["pola_vit_tiny"]);
+        using var model = new PolaVisionTransformer(PolaVitOptions.Presets["pola_vit_tiny"]);
         model.eval();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();

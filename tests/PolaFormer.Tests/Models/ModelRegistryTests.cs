@@ -1,0 +1,42 @@
+using FluentAssertions;
+using PolaFormer.Models;
+using PolaFormer.Tests.Infrastructure;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Tests.Models;
+
+public sealed class ModelRegistryTests : TorchTest
+{
+    [Fact]
+    public void Lists_every_family_preset()
+    {
+        ModelRegistry.Names.Should().Contain(["pola_pvt_tiny", "pola_pvt_small", "pola_pvt_medium", "pola_pvt_large",
+            "pola_vit_tiny", "pola_vit_small", "pola_vit_base"]);
+    }
+
+    [Fact]
+    public void Parameter_counts_match_the_official_listing()
+    {
+        // statedict_pola_pvt_tiny.json: 12,924,648 parameters.
+        ModelRegistry.Describe("pola_pvt_tiny").Parameters.Should().Be(12_924_648);
+        ModelRegistry.Describe("pola_pvt_tiny").InputSize.Should().Be((224L, 224L));
+        ModelRegistry.Describe("pola_pvt_tiny").ReportedTop1.Should().Be(78.8);
+    }
+
+    [Fact]
+    public void Create_applies_the_overrides()
+    {
+        using var model = ModelRegistry.Create("pola_pvt_tiny", numClasses: 10, attentionTypes: "LLSS", device: META);
+        model.NumClasses.Should().Be(10);
+        model.state_dict()["head.weight"].shape.Should().Equal(10, 512);
+        model.state_dict().Keys.Should().Contain("block4.0.attn.q.weight", "stage 4 uses softmax attention");
+    }
+
+    [Fact]
+    public void Unknown_names_list_the_registered_ones()
+    {
+        FluentActions.Invoking(() => ModelRegistry.Create("pola_resnet50"))
+            .Should().Throw<ArgumentException>().WithParameterName("name").WithMessage("*'pola_resnet50'*pola_pvt_tiny*");
+    }
+}
