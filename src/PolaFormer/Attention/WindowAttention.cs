@@ -13,7 +13,12 @@ namespace PolaFormer.Attention;
 /// Softmax self-attention inside square windows with a learnt relative position bias (Swin v1; official
 /// <c>models.pola_swin.WindowAttention</c>), the 'S' counterpart of <see cref="PolaWindowAttention"/>.
 /// </summary>
-public sealed class WindowAttention : TokenAttention
+/// <remarks>
+/// Windows of another side than the one the layer was built for are served by resizing the relative position
+/// table bicubically from (2w−1)² to (2w′−1)² entries (as timm does when it loads Swin weights at another window)
+/// and indexing it with the index of the new window; at the built side the table is used as is.
+/// </remarks>
+public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateCache
 {
     private readonly Linear qkv;
     private readonly Dropout attn_drop;
@@ -22,6 +27,8 @@ public sealed class WindowAttention : TokenAttention
     private readonly Parameter relative_position_bias_table;
     private readonly Tensor relative_position_index;
     private readonly double _scale;
+    private readonly PositionalEncodingResizer _tableResizer;
+    private readonly Dictionary<(long Window, DeviceType Type, int Index), Tensor> _indexCache = new();
 
     // The value Swin uses in its shift mask; exp(−100) underflows to 0 next to any real logit.
     private const double PaddingBias = -100.0;
@@ -51,6 +58,7 @@ public sealed class WindowAttention : TokenAttention
         long tableSide = 2 * windowSize - 1;
         relative_position_bias_table = new Parameter(zeros(tableSide * tableSide, numHeads, dtype: dtype, device: device));
         relative_position_index = RelativePositionIndex(windowSize).to(device ?? get_default_device());
+        _tableResizer = new PositionalEncodingResizer(tableSide, tableSide);
         qkv = nn.Linear(dim, 3 * dim, hasBias: qkvBias, device: device, dtype: dtype);
         attn_drop = nn.Dropout(attnDrop);
         proj = nn.Linear(dim, dim, device: device, dtype: dtype);
@@ -67,21 +75,21 @@ public sealed class WindowAttention : TokenAttention
     /// <inheritdoc />
     protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";
 
-    /// <summary>Side of the window.</summary>
+    /// <summary>Side of the window the relative position table was built for.</summary>
     public long WindowSize { get; }
 
     /// <summary>Attention inside windows.</summary>
     /// <param name="x">(B·nW, w·w, C) windows.</param>
-    /// <param name="height">Window side; must equal <see cref="WindowSize"/>.</param>
-    /// <param name="width">Window side; must equal <see cref="WindowSize"/>.</param>
+    /// <param name="height">Window side w′ (windows are square). When it differs from <see cref="WindowSize"/> the
+    /// relative position table is resized bicubically to the new window.</param>
+    /// <param name="width">Window side; must equal <paramref name="height"/>.</param>
     /// <param name="mask">Optional additive shift mask (nW, w·w, w·w): window w of image b is row b·nW + w.</param>
     /// <param name="paddingMask">Optional (B·nW, w·w): 0 marks padding tokens, which are masked out as keys.</param>
     /// <returns>(B·nW, w·w, C).</returns>
     public override Tensor forward(Tensor x, long height, long width, Tensor? mask = null, Tensor? paddingMask = null)
     {
-        if (height != WindowSize || width != WindowSize)
-            throw new ArgumentException(
-                $"The window is {height} × {width}; this layer was built for {WindowSize} × {WindowSize} windows (its relative position table has that size).", nameof(height));
+        if (height != width)
+            throw new ArgumentException($"The window is {height} × {width}; window attention needs square windows.", nameof(width));
         Check.TokenGrid(x, Dim, height, width);
         CheckPaddingMask(paddingMask, x);
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
@@ -99,8 +107,10 @@ public sealed class WindowAttention : TokenAttention
         var (q, k, v) = (parts[0], parts[1], parts[2]);
         var attn = (q * _scale).matmul(k.transpose(-2, -1));
 
-        var bias = relative_position_bias_table.index_select(0, relative_position_index.view(-1))
-            .view(tokens, tokens, -1).permute(2, 0, 1);
+        var (table, index) = height == WindowSize
+            ? (relative_position_bias_table, relative_position_index)
+            : ResizedTable(height, x.device);
+        var bias = table.index_select(0, index.view(-1)).view(tokens, tokens, -1).permute(2, 0, 1);
         attn = attn + bias.unsqueeze(0);
         if (mask is not null)
         {
@@ -113,6 +123,43 @@ public sealed class WindowAttention : TokenAttention
         attn = attn_drop.forward(attn.softmax(-1));
         var output = attn.matmul(v).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();
+    }
+
+    // The table for a window of side `window`, and the index into it (cached per window and device).
+    private (Tensor Table, Tensor Index) ResizedTable(long window, Device device)
+    {
+        long side = 2 * window - 1;
+        var table = _tableResizer.Resize(relative_position_bias_table.unsqueeze(0), side, side).squeeze(0);
+        var key = (window, device.type, device.index);
+        if (!_indexCache.TryGetValue(key, out var index))
+        {
+            using (var scope = NewDisposeScope())
+                index = RelativePositionIndex(window).to(device).MoveToOuterDisposeScope();
+            index = index.DetachFromDisposeScope();
+            _indexCache[key] = index;
+        }
+        return (table, index);
+    }
+
+    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _tableResizer.Invalidate();
+
+    /// <inheritdoc />
+    public override void train(bool train = true)
+    {
+        _tableResizer.Invalidate();
+        base.train(train);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _tableResizer.Dispose();
+            foreach (var index in _indexCache.Values) index.Dispose();
+            _indexCache.Clear();
+        }
+        base.Dispose(disposing);
     }
 
     /// <summary>Swin's pair-wise relative position index for a w × w window, (w², w²) int64.</summary>

@@ -1,0 +1,655 @@
+using System.Collections.ObjectModel;
+using PolaFormer.Attention;
+using PolaFormer.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Models;
+
+// Field names (patch_embed, absolute_pos_embed, layers, blocks, downsample, norm1, attn, norm2, mlp, attn_mask,
+// reduction, norm, head) are the official PyTorch attribute names: they become the state-dict keys, so the authors'
+// checkpoints load unchanged.
+#pragma warning disable IDE1006
+
+/// <summary>
+/// Hyper-parameters of <see cref="PolaSwinTransformer"/>, with the defaults of the official constructor
+/// (<c>models.pola_swin.PolaSwinTransformer</c>). The released configurations are in
+/// <see cref="PolaSwinTransformer.Presets"/>.
+/// </summary>
+/// <remarks>Record equality compares <see cref="Depths"/> and <see cref="NumHeads"/> by reference.</remarks>
+public sealed record PolaSwinOptions
+{
+    /// <summary>Side of the square image the model is built for (official <c>img_size</c>). It sizes the stored
+    /// shift masks, the polarity positional encodings and the absolute position embedding; other input sizes are
+    /// served at run time. Must be a multiple of <see cref="PatchSize"/>·2^(stages−1).</summary>
+    public int ImageSize { get; init; } = 224;
+
+    /// <summary>Side of the square patches of the stem convolution (<c>patch_size</c>).</summary>
+    public int PatchSize { get; init; } = 4;
+
+    /// <summary>Input image channels (<c>in_chans</c>).</summary>
+    public int InChannels { get; init; } = 3;
+
+    /// <summary>Classes of the linear classifier; 0 = no classifier (<c>num_classes</c>).</summary>
+    public int NumClasses { get; init; } = 1000;
+
+    /// <summary>Channels of the first stage; stage i has <c>EmbedDim·2^i</c> (<c>embed_dim</c>).</summary>
+    public int EmbedDim { get; init; } = 96;
+
+    /// <summary>Blocks per stage (<c>depths</c>); its length is the number of stages.</summary>
+    public IReadOnlyList<int> Depths { get; init; } = [2, 2, 6, 2];
+
+    /// <summary>Attention heads per stage (<c>num_heads</c>), one per stage.</summary>
+    public IReadOnlyList<int> NumHeads { get; init; } = [3, 6, 12, 24];
+
+    /// <summary>Window side of the polarity ('L') blocks (<c>window_size</c>). Softmax ('S') blocks use 7, or 12
+    /// when this is above 56, as the official code does. A window at least as large as a stage's resolution is
+    /// clamped to it (and the shift is dropped).</summary>
+    public int WindowSize { get; init; } = 7;
+
+    /// <summary>Hidden width of the MLP relative to the channels (<c>mlp_ratio</c>).</summary>
+    public double MlpRatio { get; init; } = 4;
+
+    /// <summary>Bias in the qkv / qkvg projections (<c>qkv_bias</c>).</summary>
+    public bool QkvBias { get; init; } = true;
+
+    /// <summary>Scale of q·k in the softmax blocks; null = head_dim^-0.5 (<c>qk_scale</c>; unused by polarity
+    /// blocks, as in the official code).</summary>
+    public double? QkScale { get; init; }
+
+    /// <summary>Dropout after the embedding, in the MLPs and after the attention projections (<c>drop_rate</c>).</summary>
+    public double DropRate { get; init; }
+
+    /// <summary>Dropout on the softmax attention weights (<c>attn_drop_rate</c>).</summary>
+    public double AttnDropRate { get; init; }
+
+    /// <summary>Stochastic depth of the last block; rates rise linearly from 0 over all blocks
+    /// (<c>drop_path_rate</c>).</summary>
+    public double DropPathRate { get; init; } = 0.1;
+
+    /// <summary>Add a learnt absolute position embedding to the patch tokens (<c>ape</c>).</summary>
+    public bool Ape { get; init; }
+
+    /// <summary>LayerNorm after the patch embedding (<c>patch_norm</c>).</summary>
+    public bool PatchNorm { get; init; } = true;
+
+    /// <summary>Scale of the learnable power of polarity attention, power = 1 + alpha·sigmoid(p) (<c>alpha</c>).</summary>
+    public double Alpha { get; init; } = 4;
+
+    /// <summary>Kernel of the depthwise convolution on v in polarity attention; odd (<c>kernel_size</c>).</summary>
+    public int KernelSize { get; init; } = 5;
+
+    /// <summary>Attention per stage (<c>attn_type</c>): one letter per stage, 'L' polarity or 'S' softmax, e.g.
+    /// "LLSS". As in the official code a stage letter 'M' mixes: with a block count n written after the stage
+    /// letters ("LLMS3"), the first n blocks of each 'M' stage are polarity blocks and the rest softmax.</summary>
+    public string AttentionTypes { get; init; } = "LLLL";
+
+    /// <summary>Which formulation of the polarity maths the 'L' blocks use.</summary>
+    public PolarityImplementation Implementation { get; init; } = PolarityImplementation.Fast;
+}
+
+/// <summary>
+/// The Pola-Swin image classifier and backbone: Swin Transformer v1 with polarity-aware linear attention in the
+/// chosen stages (official <c>models.pola_swin.PolaSwinTransformer</c>; state-dict names and the forward pass at
+/// the built image size are the official ones).
+/// </summary>
+/// <remarks>
+/// <para>Input: images (B, <see cref="Backbone.InChannels"/>, H, W) with H and W positive multiples of
+/// PatchSize·2^(stages−1) (32 for the presets), square or not. The official code only runs at its construction
+/// size; here every block recomputes its window and shift from the actual stage resolution with the official rule
+/// (odd blocks shift by half the configured window; a window at least as large as the smaller side is clamped to
+/// it and the shift dropped). Maps that are not a multiple of the window are padded bottom/right after
+/// <c>norm1</c> and the padding is masked out of the attention; shift masks for new sizes are built like the
+/// official ones and cached; positional encodings, the absolute position embedding and relative position tables
+/// are resized bicubically when a window or grid differs from the built one. At the construction size no padding
+/// or resizing happens and the stored <c>attn_mask</c> buffers are used: the official computation.</para>
+/// </remarks>
+public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCache
+{
+    private const double LayerNormEps = 1e-5;
+
+    private readonly PatchEmbed patch_embed;
+    private readonly Parameter? absolute_pos_embed;
+    private readonly Dropout pos_drop;
+    private readonly ModuleList<PolaSwinStage> layers;
+    private readonly LayerNorm norm;
+    private Linear? head;
+
+    private readonly PositionalEncodingResizer? _positionResizer;
+    private readonly FeatureInfo[] _featureInfo;
+
+    /// <summary>The released configurations (<c>cfgs/pola_swin_*.yaml</c>): <c>pola_swin_tiny</c>,
+    /// <c>pola_swin_small</c>, <c>pola_swin_base</c> (224 px, window 56) and <c>pola_swin_base_384</c> (384 px,
+    /// window 96), all with attention "LLSS". Derive variants with <c>with</c>, e.g.
+    /// <c>Presets["pola_swin_tiny"] with { NumClasses = 10 }</c>.</summary>
+    public static IReadOnlyDictionary<string, PolaSwinOptions> Presets { get; } =
+        new ReadOnlyDictionary<string, PolaSwinOptions>(new Dictionary<string, PolaSwinOptions>
+        {
+            ["pola_swin_tiny"] = new()
+            {
+                EmbedDim = 96, Depths = [2, 2, 6, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+                DropPathRate = 0.2, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_small"] = new()
+            {
+                EmbedDim = 96, Depths = [2, 2, 18, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+                DropPathRate = 0.3, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_base"] = new()
+            {
+                EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 56,
+                DropPathRate = 0.5, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_base_384"] = new()
+            {
+                ImageSize = 384, EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 96,
+                DropPathRate = 0.5, AttentionTypes = "LLSS",
+            },
+        });
+
+    /// <summary>Builds the model with the official initialisation (truncated normal std 0.02 for every Linear and
+    /// the absolute position embedding, LayerNorms 1/0, polarity parameters 0).</summary>
+    /// <param name="options">Hyper-parameters (default: the official constructor defaults).</param>
+    /// <param name="device">Device of the parameters and buffers (default: the current default device).</param>
+    /// <param name="dtype">Dtype of the parameters (default: the current default dtype).</param>
+    /// <exception cref="ArgumentException">An option is out of range or inconsistent; the message names it.</exception>
+    public PolaSwinTransformer(PolaSwinOptions? options = null, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(PolaSwinTransformer))
+    {
+        var o = Options = options ?? new PolaSwinOptions();
+        var kinds = Validate(o);
+        int stages = o.Depths.Count;
+        long gridSide = o.ImageSize / o.PatchSize;
+
+        patch_embed = new PatchEmbed(o.InChannels, o.EmbedDim, o.PatchSize, normalize: o.PatchNorm, normEps: LayerNormEps,
+            device: device, dtype: dtype);
+        if (o.Ape)
+        {
+            absolute_pos_embed = new Parameter(zeros(1, gridSide * gridSide, o.EmbedDim, dtype: dtype, device: device));
+            Initialization.TruncatedNormal_(absolute_pos_embed, std: 0.02);
+            _positionResizer = new PositionalEncodingResizer(gridSide, gridSide);
+        }
+        pos_drop = nn.Dropout(o.DropRate);
+
+        // The official stochastic depth rule, in float32 like torch.linspace(...).item().
+        double[] rates;
+        using (var linear = linspace(0, o.DropPathRate, o.Depths.Sum(), dtype: float32))
+            rates = linear.data<float>().Select(r => (double)r).ToArray();
+
+        layers = new ModuleList<PolaSwinStage>();
+        var info = new FeatureInfo[stages];
+        for (int i = 0, first = 0; i < stages; first += o.Depths[i], i++)
+        {
+            long dim = (long)o.EmbedDim << i, side = gridSide >> i;
+            layers.Add(new PolaSwinStage(dim, (side, side), o.NumHeads[i], kinds[i], rates[first..(first + o.Depths[i])],
+                downsample: i < stages - 1, o, device, dtype));
+            info[i] = new FeatureInfo($"layers.{i}", dim, (long)o.PatchSize << i);
+        }
+        _featureInfo = info;
+        NumFeatures = (long)o.EmbedDim << (stages - 1);
+        norm = nn.LayerNorm(NumFeatures, eps: LayerNormEps, device: device, dtype: dtype);
+        _numClasses = o.NumClasses;
+        if (o.NumClasses > 0) head = nn.Linear(NumFeatures, o.NumClasses, device: device, dtype: dtype);
+
+        RegisterComponents();
+        // After registration: the initialiser walks the registered submodules.
+        Initialization.TruncatedNormalLinears(this);
+    }
+
+    /// <summary>The hyper-parameters the model was built with.</summary>
+    public PolaSwinOptions Options { get; }
+
+    /// <inheritdoc />
+    public override long InChannels => Options.InChannels;
+
+    /// <inheritdoc />
+    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+
+    /// <inheritdoc />
+    public override long NumFeatures { get; }
+
+    /// <inheritdoc />
+    public override long NumClasses => _numClasses;
+
+    private long _numClasses;
+
+    /// <inheritdoc />
+    public override IReadOnlyList<FeatureInfo> FeatureInfo => _featureInfo;
+
+    /// <summary>{"absolute_pos_embed"}, as the official <c>no_weight_decay</c>.</summary>
+    public override IReadOnlySet<string> NoWeightDecay => new HashSet<string> { "absolute_pos_embed" };
+
+    /// <summary>{"relative_position_bias_table"}, as the official <c>no_weight_decay_keywords</c>.</summary>
+    public override IReadOnlySet<string> NoWeightDecayKeywords => new HashSet<string> { "relative_position_bias_table" };
+
+    /// <summary>The multiple that input height and width must be: PatchSize·2^(stages−1).</summary>
+    public long InputMultiple => (long)Options.PatchSize << (Options.Depths.Count - 1);
+
+    /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>): patch embedding
+    /// (+ absolute position embedding) → stages → final LayerNorm → mean over tokens.</summary>
+    /// <exception cref="ArgumentException">images is not (B, InChannels, H, W) with H, W positive multiples of
+    /// <see cref="InputMultiple"/>.</exception>
+    public override Tensor ForwardFeatures(Tensor images)
+    {
+        CheckImages(images);
+        using var scope = NewDisposeScope();
+        var x = RunStages(images, maps: null);
+        return x.mean([1]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Pooled features (B, <see cref="NumFeatures"/>) → logits (B, <see cref="NumClasses"/>), or the
+    /// features themselves when there is no classifier.</summary>
+    public override Tensor ForwardHead(Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 2 || features.shape[1] != NumFeatures)
+            throw new ArgumentException(
+                $"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        return head is null ? features.alias() : head.forward(features);
+    }
+
+    /// <summary>
+    /// Images (B, C, H, W) → one map per stage, (B, C_i, H/(PatchSize·2^i), W/(PatchSize·2^i)): each stage's
+    /// output before its patch merging. The last stage's map is taken after the final <c>norm</c> (as timm does),
+    /// the others are not normalised.
+    /// </summary>
+    /// <exception cref="ArgumentException">As <see cref="ForwardFeatures"/>.</exception>
+    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    {
+        CheckImages(images);
+        var maps = new List<Tensor>();
+        using (var scope = NewDisposeScope())
+        {
+            RunStages(images, maps);
+            foreach (var map in maps) map.MoveToOuterDisposeScope();
+        }
+        return maps;
+    }
+
+    /// <inheritdoc />
+    public override void ResetClassifier(long numClasses)
+    {
+        if (numClasses < 0)
+            throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or positive.");
+        var old = head;
+        if (old is not null)
+        {
+            register_module(nameof(head), null!);
+            head = null;
+            old.Dispose();
+        }
+        if (numClasses > 0)
+        {
+            head = nn.Linear(NumFeatures, numClasses, device: norm.weight!.device, dtype: norm.weight.dtype);
+            using (no_grad())
+            {
+                Initialization.TruncatedNormal_(head.weight!, std: 0.02);
+                head.bias!.zero_();
+            }
+            register_module(nameof(head), head);
+        }
+        _numClasses = numClasses;
+    }
+
+    /// <summary>The official model's block layout, one entry per block as the golden listings write it:
+    /// "layers.i.blocks.j:L|S:res{H}x{W}:w{window}:s{shift}" at the built size.</summary>
+    internal IEnumerable<string> DescribeBlocks() => layers.SelectMany((stage, i) =>
+        stage.Blocks.Select((block, j) => $"layers.{i}.blocks.{j}:{block.Kind.ToLetter()}:" +
+            $"res{block.InputResolution.Height}x{block.InputResolution.Width}:w{block.BuiltWindow}:s{block.BuiltShift}"));
+
+    /// <summary>Block j of stage i (for tests).</summary>
+    internal PolaSwinBlock Block(int stage, int index) => layers[stage].Blocks[index];
+
+    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer?.Invalidate();
+
+    /// <inheritdoc />
+    public override void train(bool train = true)
+    {
+        _positionResizer?.Invalidate();
+        base.train(train);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _positionResizer?.Dispose();
+        base.Dispose(disposing);
+    }
+
+    private void CheckImages(Tensor images)
+    {
+        Check.Images(images, InChannels, nameof(images));
+        long h = images.shape[2], w = images.shape[3], multiple = InputMultiple;
+        if (h <= 0 || w <= 0 || h % multiple != 0 || w % multiple != 0)
+            throw new ArgumentException(
+                $"images is {h} × {w} (shape {Check.Format(images.shape)}); height and width must be positive multiples of {multiple} " +
+                $"(patch size {Options.PatchSize} × 2^{Options.Depths.Count - 1} for the patch mergings between the {Options.Depths.Count} stages).",
+                nameof(images));
+    }
+
+    // patch_embed → (+ape) → stages → norm; returns the normalised tokens of the last stage. When maps is given,
+    // adds each stage's output before its downsample as (B, C, H, W) (the last one after norm).
+    private Tensor RunStages(Tensor images, List<Tensor>? maps)
+    {
+        var (x, height, width) = patch_embed.Embed(images);
+        Observe("patch_embed", x);
+        if (absolute_pos_embed is not null) x = x + _positionResizer!.Resize(absolute_pos_embed, height, width);
+        x = pos_drop.forward(x);
+
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var stage = layers[i];
+            for (int j = 0; j < stage.Blocks.Count; j++)
+            {
+                x = stage.Blocks[j].forward(x, height, width);
+                if (IntermediateObserver is not null) Observe($"layers.{i}.blocks.{j}", x);
+            }
+            if (stage.Downsample is null) break;
+            if (maps is not null) maps.Add(ToMap(x, height, width));
+            x = stage.Downsample.forward(x, height, width);
+            (height, width) = (height / 2, width / 2);
+            if (IntermediateObserver is not null) Observe($"layers.{i}.downsample", x);
+        }
+        x = norm.forward(x);
+        Observe("norm", x);
+        if (maps is not null) maps.Add(ToMap(x, height, width));
+        return x;
+    }
+
+    private static Tensor ToMap(Tensor tokens, long height, long width) =>
+        tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2).contiguous();
+
+    private static AttentionKind[][] Validate(PolaSwinOptions o)
+    {
+        static void Require(bool ok, string message)
+        {
+            if (!ok) throw new ArgumentException(message, "options");
+        }
+
+        Require(o.ImageSize > 0, $"ImageSize = {o.ImageSize} must be positive.");
+        Require(o.PatchSize > 0, $"PatchSize = {o.PatchSize} must be positive.");
+        Require(o.InChannels > 0, $"InChannels = {o.InChannels} must be positive.");
+        Require(o.NumClasses >= 0, $"NumClasses = {o.NumClasses} must be 0 (no classifier) or positive.");
+        Require(o.EmbedDim > 0, $"EmbedDim = {o.EmbedDim} must be positive.");
+        Require(o.Depths is { Count: > 0 and <= 16 }, "Depths must list the blocks of 1 to 16 stages.");
+        Require(o.Depths.All(d => d > 0), $"Depths = [{string.Join(", ", o.Depths)}] must all be positive.");
+        Require(o.NumHeads is not null && o.NumHeads.Count == o.Depths.Count,
+            $"NumHeads = [{string.Join(", ", o.NumHeads ?? [])}] must give one head count per stage ({o.Depths.Count}).");
+        var heads = o.NumHeads!;
+        Require(heads.All(h => h > 0), $"NumHeads = [{string.Join(", ", heads)}] must all be positive.");
+        int stages = o.Depths.Count;
+        long multiple = (long)o.PatchSize << (stages - 1);
+        Require(o.ImageSize % multiple == 0,
+            $"ImageSize = {o.ImageSize} must be a multiple of {multiple} (PatchSize {o.PatchSize} × 2^{stages - 1} for the patch mergings).");
+        Require(o.WindowSize > 0, $"WindowSize = {o.WindowSize} must be positive.");
+        Require(o.MlpRatio > 0 && double.IsFinite(o.MlpRatio) && (long)(o.EmbedDim * o.MlpRatio) >= 1,
+            $"MlpRatio = {o.MlpRatio} must be positive and give at least one hidden channel.");
+        Require(o.QkScale is null || (o.QkScale > 0 && double.IsFinite(o.QkScale.Value)), $"QkScale = {o.QkScale} must be positive or null.");
+        Require(o.DropRate is >= 0 and < 1, $"DropRate = {o.DropRate} must be in [0, 1).");
+        Require(o.AttnDropRate is >= 0 and < 1, $"AttnDropRate = {o.AttnDropRate} must be in [0, 1).");
+        Require(o.DropPathRate is >= 0 and < 1, $"DropPathRate = {o.DropPathRate} must be in [0, 1).");
+        Require(o.Alpha > 0 && double.IsFinite(o.Alpha), $"Alpha = {o.Alpha} must be a positive finite number.");
+        Require(o.KernelSize > 0 && o.KernelSize % 2 == 1, $"KernelSize = {o.KernelSize} must be a positive odd number.");
+
+        var kinds = BlockKinds(o.AttentionTypes, o.Depths);
+        for (int i = 0; i < stages; i++)
+        {
+            long dim = (long)o.EmbedDim << i;
+            Require(dim % heads[i] == 0,
+                $"Stage {i} has {dim} channels (EmbedDim {o.EmbedDim} × 2^{i}), not divisible by NumHeads[{i}] = {heads[i]}.");
+            Require(!kinds[i].Contains(AttentionKind.Polarity) || dim / heads[i] % 2 == 0,
+                $"Stage {i} has polarity blocks with head dimension {dim / heads[i]} ({dim} channels / {heads[i]} heads); polarity attention needs an even head dimension.");
+        }
+        return kinds;
+    }
+
+    // The attention of every block of every stage, from the official attn_type string.
+    private static AttentionKind[][] BlockKinds(string types, IReadOnlyList<int> depths)
+    {
+        ArgumentNullException.ThrowIfNull(types, "options.AttentionTypes");
+        int stages = depths.Count;
+        bool mixing = types.Take(stages).Any(c => char.ToUpperInvariant(c) == 'M');
+        if (!mixing)
+        {
+            var perStage = AttentionKinds.Parse(types, stages);
+            return perStage.Select((kind, i) => Enumerable.Repeat(kind, depths[i]).ToArray()).ToArray();
+        }
+
+        string suffix = types[stages..];
+        if (!int.TryParse(suffix, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int polarityBlocks))
+            throw new ArgumentException(
+                $"attention types '{types}' has an 'M' stage but '{suffix}' after the {stages} stage letters is not a block count; expected e.g. '{new string('L', stages - 1)}M2' (the first 2 blocks of the 'M' stage polarity, the rest softmax).",
+                "options");
+        var kinds = new AttentionKind[stages][];
+        for (int i = 0; i < stages; i++)
+        {
+            kinds[i] = char.ToUpperInvariant(types[i]) switch
+            {
+                'L' => Enumerable.Repeat(AttentionKind.Polarity, depths[i]).ToArray(),
+                'S' => Enumerable.Repeat(AttentionKind.Softmax, depths[i]).ToArray(),
+                'M' => Enumerable.Range(0, depths[i]).Select(j => j < polarityBlocks ? AttentionKind.Polarity : AttentionKind.Softmax).ToArray(),
+                _ => throw new ArgumentException(
+                    $"attention types '{types}' has '{types[i]}' at position {i}; expected 'L' (polarity), 'S' (softmax) or 'M' (mixed).", "options"),
+            };
+        }
+        return kinds;
+    }
+}
+
+/// <summary>One stage (official <c>BasicLayer</c>): its blocks, then an optional patch merging.</summary>
+internal sealed class PolaSwinStage : nn.Module
+{
+    private readonly ModuleList<PolaSwinBlock> blocks;
+    private readonly PatchMerging? downsample;
+
+    public PolaSwinStage(long dim, (long Height, long Width) resolution, long numHeads, AttentionKind[] kinds,
+        double[] dropPath, bool downsample, PolaSwinOptions o, Device? device, ScalarType? dtype)
+        : base(nameof(PolaSwinStage))
+    {
+        blocks = new ModuleList<PolaSwinBlock>();
+        for (int j = 0; j < kinds.Length; j++)
+        {
+            // Softmax blocks keep Swin's window (7, or 12 for the large-window configurations).
+            long window = kinds[j] == AttentionKind.Polarity ? o.WindowSize : o.WindowSize <= 56 ? 7 : 12;
+            blocks.Add(new PolaSwinBlock(dim, resolution, numHeads, window, shift: j % 2 == 0 ? 0 : window / 2, kinds[j],
+                dropPath[j], o, device, dtype));
+        }
+        if (downsample) this.downsample = new PatchMerging(dim, device, dtype);
+        RegisterComponents();
+    }
+
+    public IList<PolaSwinBlock> Blocks => blocks;
+
+    public PatchMerging? Downsample => downsample;
+}
+
+/// <summary>
+/// A Swin block (official <c>SwinTransformerBlock</c>) whose window geometry follows the actual map size:
+/// x + attn(windows of norm1(x), cyclically shifted on odd blocks), then x + mlp(norm2(x)).
+/// </summary>
+internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
+{
+    private const double MaskedBias = -100.0;
+
+    private readonly LayerNorm norm1;
+    private readonly TokenAttention attn;
+    private readonly DropPath drop_path;
+    private readonly LayerNorm norm2;
+    private readonly Mlp mlp;
+    private readonly Tensor? attn_mask;
+
+    private readonly (long Height, long Width) _maskGrid;
+    private readonly Dictionary<(long Height, long Width, long Window, long Shift, ScalarType Dtype, DeviceType Type, int Index), Tensor> _maskCache = new();
+
+    // window and shift are the configured ones, before clamping to the resolution.
+    public PolaSwinBlock(long dim, (long Height, long Width) resolution, long numHeads, long window, long shift,
+        AttentionKind kind, double dropPath, PolaSwinOptions o, Device? device, ScalarType? dtype)
+        : base(nameof(PolaSwinBlock))
+    {
+        ConfiguredWindow = window;
+        ConfiguredShift = shift;
+        InputResolution = resolution;
+        Kind = kind;
+        var (w, s) = Geometry(resolution.Height, resolution.Width);
+        (BuiltWindow, BuiltShift) = (w, s);
+
+        norm1 = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
+        attn = kind == AttentionKind.Polarity
+            ? new PolaWindowAttention(dim, w, numHeads, qkvBias: o.QkvBias, alpha: o.Alpha, kernelSize: o.KernelSize,
+                projDrop: o.DropRate, implementation: o.Implementation, device: device, dtype: dtype)
+            : new WindowAttention(dim, w, numHeads, qkvBias: o.QkvBias, qkScale: o.QkScale, attnDrop: o.AttnDropRate,
+                projDrop: o.DropRate, device: device, dtype: dtype);
+        drop_path = new DropPath(dropPath);
+        norm2 = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
+        mlp = new Mlp(dim, (long)(dim * o.MlpRatio), drop: o.DropRate, device: device, dtype: dtype);
+        if (s > 0)
+        {
+            // The official code cannot build a mask when the resolution is not a multiple of the window; this port
+            // builds it for the padded map it will run on.
+            _maskGrid = (RoundUp(resolution.Height, w), RoundUp(resolution.Width, w));
+            attn_mask = ShiftMask(_maskGrid.Height, _maskGrid.Width, w, s, dtype ?? get_default_dtype(), device ?? get_default_device());
+        }
+        RegisterComponents();
+    }
+
+    public AttentionKind Kind { get; }
+
+    public long ConfiguredWindow { get; }
+
+    public long ConfiguredShift { get; }
+
+    public (long Height, long Width) InputResolution { get; }
+
+    public long BuiltWindow { get; }
+
+    public long BuiltShift { get; }
+
+    /// <summary>The official rule: a window at least as large as the smaller side becomes that side, unshifted.</summary>
+    public (long Window, long Shift) Geometry(long height, long width)
+    {
+        long side = Math.Min(height, width);
+        return side <= ConfiguredWindow ? (side, 0) : (ConfiguredWindow, ConfiguredShift);
+    }
+
+    /// <summary>(B, H·W, C) tokens on an H × W map → (B, H·W, C).</summary>
+    public override Tensor forward(Tensor x, long height, long width)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], channels = x.shape[2];
+        var (window, shift) = Geometry(height, width);
+        long paddedHeight = RoundUp(height, window), paddedWidth = RoundUp(width, window);
+        bool padded = paddedHeight != height || paddedWidth != width;
+
+        var map = norm1.forward(x).view(batch, height, width, channels);
+        Tensor? paddingMask = null;
+        if (padded)
+        {
+            long[] pad = [0, 0, 0, paddedWidth - width, 0, paddedHeight - height];
+            map = nn.functional.pad(map, pad);
+            var real = nn.functional.pad(ones(1, height, width, 1, dtype: x.dtype, device: x.device), pad);
+            if (shift > 0) real = real.roll([-shift, -shift], [1, 2]);
+            paddingMask = Partition(real, window).view(-1, window * window).repeat(batch, 1);
+        }
+        if (shift > 0) map = map.roll([-shift, -shift], [1, 2]);
+
+        var windows = Partition(map, window);
+        // Polarity attention ignores the shift mask, as in the official code, so it is only built for softmax.
+        var mask = shift > 0 && attn.Kind == AttentionKind.Softmax
+            ? MaskFor(paddedHeight, paddedWidth, window, shift, x.dtype, x.device)
+            : null;
+        var attended = attn.forward(windows, window, window, mask, paddingMask);
+
+        map = Reverse(attended, window, batch, paddedHeight, paddedWidth, channels);
+        if (shift > 0) map = map.roll([shift, shift], [1, 2]);
+        if (padded) map = map.narrow(1, 0, height).narrow(2, 0, width);
+        var y = x + drop_path.forward(map.reshape(batch, height * width, channels));
+        y = y + drop_path.forward(mlp.forward(norm2.forward(y)));
+        return y.MoveToOuterDisposeScope();
+    }
+
+    private Tensor MaskFor(long height, long width, long window, long shift, ScalarType dtype, Device device)
+    {
+        if (attn_mask is not null && (height, width) == _maskGrid && window == BuiltWindow && shift == BuiltShift)
+            return attn_mask;
+        var key = (height, width, window, shift, dtype, device.type, device.index);
+        if (_maskCache.TryGetValue(key, out var cached)) return cached;
+        Tensor mask;
+        using (var scope = NewDisposeScope())
+            mask = ShiftMask(height, width, window, shift, dtype, device).MoveToOuterDisposeScope();
+        mask = mask.DetachFromDisposeScope();
+        _maskCache[key] = mask;
+        return mask;
+    }
+
+    /// <summary>The official SW-MSA mask (nW, w², w²) for an H × W map (multiples of the window): 0 between tokens
+    /// of the same region of the cyclically shifted map, −100 otherwise.</summary>
+    internal static Tensor ShiftMask(long height, long width, long window, long shift, ScalarType dtype, Device device)
+    {
+        using var scope = NewDisposeScope();
+        // Regions along one axis, as the official slices (0, -w), (-w, -s), (-s, None) label them.
+        static Tensor Regions(long n, long window, long shift)
+        {
+            var index = arange(n, dtype: int64);
+            return index.ge(n - window).to(int64) + index.ge(n - shift).to(int64);
+        }
+        var labels = (Regions(height, window, shift).unsqueeze(1) * 3 + Regions(width, window, shift).unsqueeze(0))
+            .to(float32).view(1, height, width, 1);
+        var windows = Partition(labels, window).view(-1, window * window);
+        var difference = windows.unsqueeze(1) - windows.unsqueeze(2);
+        var mask = zeros_like(difference).masked_fill(difference.ne(0), MaskedBias);
+        return mask.to(dtype, device).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>(B, H, W, C) → (B·nW, w², C), windows row-major within each image.</summary>
+    private static Tensor Partition(Tensor map, long window)
+    {
+        long batch = map.shape[0], height = map.shape[1], width = map.shape[2], channels = map.shape[3];
+        return map.view(batch, height / window, window, width / window, window, channels)
+            .permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window * window, channels);
+    }
+
+    private static Tensor Reverse(Tensor windows, long window, long batch, long height, long width, long channels) =>
+        windows.view(batch, height / window, width / window, window, window, channels)
+            .permute(0, 1, 3, 2, 4, 5).contiguous().view(batch, height, width, channels);
+
+    private static long RoundUp(long n, long multiple) => (n + multiple - 1) / multiple * multiple;
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            foreach (var mask in _maskCache.Values) mask.Dispose();
+            _maskCache.Clear();
+        }
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>Official <c>PatchMerging</c>: 2 × 2 neighbours concatenated (4C) → LayerNorm → Linear(4C, 2C, no
+/// bias).</summary>
+internal sealed class PatchMerging : nn.Module<Tensor, long, long, Tensor>
+{
+    private readonly Linear reduction;
+    private readonly LayerNorm norm;
+
+    public PatchMerging(long dim, Device? device, ScalarType? dtype) : base(nameof(PatchMerging))
+    {
+        reduction = nn.Linear(4 * dim, 2 * dim, hasBias: false, device: device, dtype: dtype);
+        norm = nn.LayerNorm(4 * dim, eps: 1e-5, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>(B, H·W, C) on an H × W map (H, W even) → (B, H/2·W/2, 2C).</summary>
+    public override Tensor forward(Tensor x, long height, long width)
+    {
+        if (height % 2 != 0 || width % 2 != 0)
+            throw new ArgumentException($"The map is {height} × {width}; patch merging needs even sides.", nameof(height));
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], channels = x.shape[2];
+        var map = x.view(batch, height, width, channels);
+        Tensor Take(long row, long column) => map.slice(1, row, height, 2).slice(2, column, width, 2);
+        var merged = cat([Take(0, 0), Take(1, 0), Take(0, 1), Take(1, 1)], -1).view(batch, -1, 4 * channels);
+        return reduction.forward(norm.forward(merged)).MoveToOuterDisposeScope();
+    }
+}
