@@ -74,13 +74,26 @@ public static class ModelRegistry
         foreach (var (name, o) in PolaPvtOptions.Presets)
         {
             entries[name] = new Entry(
-                new ModelInfo(name, "PVT", (o.ImageSize, o.ImageSize), o.AttentionTypes, pvtTop1.TryGetValue(name, out var top1) ? top1 : null),
+                new ModelInfo(name, "PVT", (o.ImageSize, o.ImageSize), o.AttentionTypes, pvtTop1.TryGetValue(name, out var pvt) ? pvt : null),
                 (x, device, dtype) => new PolaPyramidVisionTransformer(o with
                 {
                     NumClasses = x.NumClasses ?? o.NumClasses,
                     DropPathRate = x.DropPathRate ?? o.DropPathRate,
                     AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
                     ImageSize = x.ImageSize is { } s ? SquareSide(s, name) : o.ImageSize,
+                }, device, dtype));
+        }
+        var swinTop1 = new Dictionary<string, double> { ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8 };
+        foreach (var (name, o) in PolaSwinOptions.Presets)
+        {
+            entries[name] = new Entry(
+                new ModelInfo(name, "Swin", (o.ImageSize, o.ImageSize), o.AttentionTypes, swinTop1.TryGetValue(name, out var top1) ? top1 : null),
+                (x, device, dtype) => new PolaSwinTransformer(o with
+                {
+                    NumClasses = checked((int)(x.NumClasses ?? o.NumClasses)),
+                    DropPathRate = x.DropPathRate ?? o.DropPathRate,
+                    AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
+                    ImageSize = x.ImageSize is { } s ? checked((int)SquareSide(s, name)) : o.ImageSize,
                 }, device, dtype));
         }
         foreach (var (name, o) in PolaVitOptions.Presets)

@@ -15,7 +15,7 @@ namespace PolaFormer.Models;
 /// <summary>
 /// Hyper-parameters of <see cref="PolaSwinTransformer"/>, with the defaults of the official constructor
 /// (<c>models.pola_swin.PolaSwinTransformer</c>). The released configurations are in
-/// <see cref="PolaSwinTransformer.Presets"/>.
+/// <see cref="Presets"/>.
 /// </summary>
 /// <remarks>Record equality compares <see cref="Depths"/> and <see cref="NumHeads"/> by reference.</remarks>
 public sealed record PolaSwinOptions
@@ -87,6 +87,35 @@ public sealed record PolaSwinOptions
 
     /// <summary>Which formulation of the polarity maths the 'L' blocks use.</summary>
     public PolarityImplementation Implementation { get; init; } = PolarityImplementation.Fast;
+
+    /// <summary>The released configurations (<c>cfgs/pola_swin_*.yaml</c>): <c>pola_swin_tiny</c>,
+    /// <c>pola_swin_small</c>, <c>pola_swin_base</c> (224 px, window 56) and <c>pola_swin_base_384</c> (384 px,
+    /// window 96), all with attention "LLSS". Derive variants with <c>with</c>, e.g.
+    /// <c>PolaSwinOptions.Presets["pola_swin_tiny"] with { NumClasses = 10 }</c>.</summary>
+    public static IReadOnlyDictionary<string, PolaSwinOptions> Presets { get; } =
+        new ReadOnlyDictionary<string, PolaSwinOptions>(new Dictionary<string, PolaSwinOptions>
+        {
+            ["pola_swin_tiny"] = new()
+            {
+                EmbedDim = 96, Depths = [2, 2, 6, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+                DropPathRate = 0.2, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_small"] = new()
+            {
+                EmbedDim = 96, Depths = [2, 2, 18, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+                DropPathRate = 0.3, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_base"] = new()
+            {
+                EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 56,
+                DropPathRate = 0.5, AttentionTypes = "LLSS",
+            },
+            ["pola_swin_base_384"] = new()
+            {
+                ImageSize = 384, EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 96,
+                DropPathRate = 0.5, AttentionTypes = "LLSS",
+            },
+        });
 }
 
 /// <summary>
@@ -118,35 +147,6 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
 
     private readonly PositionalEncodingResizer? _positionResizer;
     private readonly FeatureInfo[] _featureInfo;
-
-    /// <summary>The released configurations (<c>cfgs/pola_swin_*.yaml</c>): <c>pola_swin_tiny</c>,
-    /// <c>pola_swin_small</c>, <c>pola_swin_base</c> (224 px, window 56) and <c>pola_swin_base_384</c> (384 px,
-    /// window 96), all with attention "LLSS". Derive variants with <c>with</c>, e.g.
-    /// <c>Presets["pola_swin_tiny"] with { NumClasses = 10 }</c>.</summary>
-    public static IReadOnlyDictionary<string, PolaSwinOptions> Presets { get; } =
-        new ReadOnlyDictionary<string, PolaSwinOptions>(new Dictionary<string, PolaSwinOptions>
-        {
-            ["pola_swin_tiny"] = new()
-            {
-                EmbedDim = 96, Depths = [2, 2, 6, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
-                DropPathRate = 0.2, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_small"] = new()
-            {
-                EmbedDim = 96, Depths = [2, 2, 18, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
-                DropPathRate = 0.3, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_base"] = new()
-            {
-                EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 56,
-                DropPathRate = 0.5, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_base_384"] = new()
-            {
-                ImageSize = 384, EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 96,
-                DropPathRate = 0.5, AttentionTypes = "LLSS",
-            },
-        });
 
     /// <summary>Builds the model with the official initialisation (truncated normal std 0.02 for every Linear and
     /// the absolute position embedding, LayerNorms 1/0, polarity parameters 0).</summary>

@@ -12,6 +12,7 @@ public sealed class ModelRegistryTests : TorchTest
     public void Lists_every_family_preset()
     {
         ModelRegistry.Names.Should().Contain(["pola_pvt_tiny", "pola_pvt_small", "pola_pvt_medium", "pola_pvt_large",
+            "pola_swin_tiny", "pola_swin_small", "pola_swin_base", "pola_swin_base_384",
             "pola_vit_tiny", "pola_vit_small", "pola_vit_base"]);
     }
 
@@ -22,6 +23,9 @@ public sealed class ModelRegistryTests : TorchTest
         ModelRegistry.Describe("pola_pvt_tiny").Parameters.Should().Be(12_924_648);
         ModelRegistry.Describe("pola_pvt_tiny").InputSize.Should().Be((224L, 224L));
         ModelRegistry.Describe("pola_pvt_tiny").ReportedTop1.Should().Be(78.8);
+        // statedict_pola_swin_base_384.json: 91,599,304 parameters.
+        ModelRegistry.Describe("pola_swin_base_384").Parameters.Should().Be(91_599_304);
+        ModelRegistry.Describe("pola_swin_base_384").InputSize.Should().Be((384L, 384L));
     }
 
     [Fact]

@@ -141,7 +141,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
     {
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(GoldenCase.BundledFolder, listing)));
         var root = json.RootElement;
-        var preset = PolaSwinTransformer.Presets[root.GetProperty("model").GetString()!];
+        var preset = PolaSwinOptions.Presets[root.GetProperty("model").GetString()!];
         var args = root.GetProperty("constructor_args");
         int[] Ints(string key) => args.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
         preset.ImageSize.Should().Be(args.GetProperty("img_size").GetInt32());
@@ -188,7 +188,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
     [Fact]
     public void Tiny_runs_at_224()
     {
-        using var model = new PolaSwinTransformer(PolaSwinTransformer.Presets["pola_swin_tiny"]);
+        using var model = new PolaSwinTransformer(PolaSwinOptions.Presets["pola_swin_tiny"]);
         model.eval();
         using var noGrad = no_grad();
         using var y = model.forward(randn(1, 3, 224, 224));
@@ -201,7 +201,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
     {
         // 256 × 320: stage 1 is 64 × 80 with 56-windows (padded to 112 × 112), stage 2 32 × 40 with its window
         // clamped to 32 (padded to 32 × 64), stages 3–4 (softmax, window 7) 16 × 20 and 8 × 10, shifted and padded.
-        using var model = new PolaSwinTransformer(PolaSwinTransformer.Presets["pola_swin_tiny"]);
+        using var model = new PolaSwinTransformer(PolaSwinOptions.Presets["pola_swin_tiny"]);
         model.eval();
         model.Block(0, 1).Geometry(64, 80).Should().Be((56L, 28L));
         model.Block(1, 0).Geometry(32, 40).Should().Be((32L, 0L));
