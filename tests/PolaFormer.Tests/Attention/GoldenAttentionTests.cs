@@ -2,7 +2,9 @@ using FluentAssertions;
 using PolaFormer.Attention;
 using PolaFormer.Checkpoints;
 using PolaFormer.Tests.Infrastructure;
+using System.Globalization;
 using Xunit;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Tests.Attention;
@@ -15,6 +17,10 @@ public sealed class GoldenAttentionTests : TorchTest
 {
     private const double OutputTolerance = 5e-6;
     private const double GradientTolerance = 2e-5;
+
+    private readonly ITestOutputHelper _output;
+
+    public GoldenAttentionTests(ITestOutputHelper output) => _output = output;
 
     public static TheoryData<string, PolarityImplementation> Cases()
     {
@@ -49,9 +55,11 @@ public sealed class GoldenAttentionTests : TorchTest
         var x = c["input.x"].clone().requires_grad_(true);
         var mask = c.Tensors.TryGetValue("input.mask", out var m) ? m : null;
         var y = module.forward(x, height, width, mask);
+        double outputError = Tolerance.ScaledError(y, c["output.y"]);
         y.ShouldBeClose(c["output.y"], OutputTolerance, $"{caseId} output.y");
 
         (y * c["input.R"]).sum().backward();
+        var gradientErrors = new Dictionary<string, double> { ["grad.x"] = Tolerance.ScaledError(x.grad!, c["grad.x"]) };
         x.grad!.ShouldBeClose(c["grad.x"], GradientTolerance, $"{caseId} grad.x");
         var gradients = c.Tensors.Keys.Where(k => k.StartsWith("grad.") && k != "grad.x").ToList();
         var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
@@ -61,7 +69,11 @@ public sealed class GoldenAttentionTests : TorchTest
         {
             var grad = parameters[name["grad.".Length..]].grad;
             grad.Should().NotBeNull($"{name} must receive a gradient");
+            gradientErrors[name] = Tolerance.ScaledError(grad!, c[name]);
             grad!.ShouldBeClose(c[name], GradientTolerance, $"{caseId} {name}");
         }
+        var worst = gradientErrors.MaxBy(e => e.Value);
+        _output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"GOLDEN {caseId} [{implementation}] output.y {outputError:E2}; worst gradient {worst.Key} {worst.Value:E2}"));
     }
 }

@@ -87,7 +87,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         using var c = GoldenCase.Open(caseId);
         using var model = BuildGolden(c, implementation);
         var worst = CompareWithGolden(model, c["input.x"], c.Tensors, Float32Tolerance, caseId);
-        _output.WriteLine($"{caseId} {implementation} float32: {worst}");
+        _output.WriteLine($"GOLDEN {caseId} [{implementation}] float32: {worst}");
     }
 
     [Theory]
@@ -99,7 +99,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         model.to(float64);
         using var x = c["input.x"].to(float64);
         var worst = CompareWithGolden(model, x, c.Float64!.Tensors, Float64Tolerance, caseId + " (float64)");
-        _output.WriteLine($"{caseId} float64: {worst}");
+        _output.WriteLine($"GOLDEN {caseId} float64: {worst}");
     }
 
     private static PolaPyramidVisionTransformer BuildGolden(GoldenCase c, PolarityImplementation implementation)

@@ -90,7 +90,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
         errors["output.features"] = Tolerance.ScaledError(features, expected["output.features"]);
         var worstInter = errors.Where(kv => kv.Key.StartsWith("inter.", StringComparison.Ordinal)).MaxBy(kv => kv.Value);
         _output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{what}: output.y {errors["output.y"]:E2}, output.features {errors["output.features"]:E2}, worst {worstInter.Key} {worstInter.Value:E2}"));
+            $"GOLDEN {what}: output.y {errors["output.y"]:E2}, output.features {errors["output.features"]:E2}, worst {worstInter.Key} {worstInter.Value:E2}"));
         foreach (var (name, error) in errors)
         {
             double.IsFinite(error).Should().BeTrue($"{what} {name} must be finite");
