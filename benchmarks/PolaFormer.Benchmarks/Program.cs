@@ -7,6 +7,7 @@ try
     return args.FirstOrDefault() switch
     {
         "attention" => AttentionCommand.Run(new Arguments(args.Skip(1))),
+        "models" => ListModelsCommand.Run(),
         _ => RunBenchmarkDotNet(args),
     };
 }
