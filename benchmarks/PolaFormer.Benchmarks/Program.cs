@@ -8,6 +8,7 @@ try
     {
         "attention" => AttentionCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
+        "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),
     };
 }

@@ -188,7 +188,7 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     /// is folded to (B·heads, d, H, W), convolved, and read back as (B, N, C) with channel h·d + c for head h.
     /// </summary>
     internal static Tensor DepthwiseOverHeads(Conv2d dwc, Tensor v, long batch, long heads, long height, long width, long channels) =>
-        dwc.forward(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2))
+        Kernels.DepthwiseConvolution.Apply(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2), dwc.weight!, dwc.bias)
             .reshape(batch, channels, height * width).permute(0, 2, 1);
 
     void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
