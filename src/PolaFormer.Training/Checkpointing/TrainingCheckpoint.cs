@@ -16,7 +16,11 @@ namespace PolaFormer.Training.Checkpointing;
 /// <param name="GlobalStep">Optimiser steps done since the start of the run.</param>
 /// <param name="BestTop1">Best validation top-1 so far (%), or −1.</param>
 /// <param name="OptionsJson">The training options of the run, as JSON (for information and checks).</param>
-public sealed record TrainingState(string ModelName, int Epoch, int StepInEpoch, long GlobalStep, double BestTop1, string OptionsJson);
+/// <param name="EpochLossSum">Sum of the training loss × batch size over the batches of <paramref name="Epoch"/>
+/// done so far, so a resumed epoch reports the same mean loss as an uninterrupted one.</param>
+/// <param name="EpochSamples">Training samples of <paramref name="Epoch"/> done so far.</param>
+public sealed record TrainingState(string ModelName, int Epoch, int StepInEpoch, long GlobalStep, double BestTop1, string OptionsJson,
+    double EpochLossSum = 0, long EpochSamples = 0);
 
 /// <summary>
 /// One file holding everything a run needs to continue exactly where it stopped: model, optimiser, EMA weights,

@@ -1,0 +1,155 @@
+using System.CommandLine;
+using System.Globalization;
+using PolaFormer;
+using PolaFormer.Checkpoints;
+using PolaFormer.Models;
+using PolaFormer.Training;
+using PolaFormer.Training.Data;
+using PolaFormer.Training.Reporting;
+using static TorchSharp.torch;
+
+// The training program: command line and wiring only; the recipe lives in PolaFormer.Training.
+var defaults = new TrainingOptions();
+
+var model = new Option<string?>("--model") { Description = "Registered model name (default: pola_pvt_tiny; see `models`)" };
+var data = new Option<string?>("--data") { Description = "ImageNet-style folder with train/<class>/* and val/<class>/* (default: the bundled digits)" };
+var epochs = new Option<int?>("--epochs") { Description = "Epochs (default: 300, or 5 on the bundled digits)" };
+var batchSize = new Option<int?>("--batch-size") { Description = "Batch size (default: 128, or 64 on the bundled digits)" };
+var lr = new Option<double?>("--lr") { Description = $"Base learning rate for a total batch of 512, scaled linearly with the batch (default: {defaults.BaseLr}, or 2e-3 on the bundled digits)" };
+var warmupLr = new Option<double>("--warmup-lr") { Description = "Warmup start learning rate for a batch of 512", DefaultValueFactory = _ => defaults.WarmupLr };
+var minLr = new Option<double>("--min-lr") { Description = "Final learning rate for a batch of 512", DefaultValueFactory = _ => defaults.MinLr };
+var warmupEpochs = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warmup (default: 20, or 1 on the bundled digits)" };
+var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => defaults.WeightDecay };
+var clipGrad = new Option<double>("--clip-grad") { Description = "Gradient clipping by global norm (0 = off)", DefaultValueFactory = _ => defaults.ClipGrad };
+var dropPath = new Option<double?>("--drop-path") { Description = "Stochastic depth rate (default: the preset's)" };
+var attention = new Option<string?>("--attention") { Description = "Per-stage attention kinds overriding the preset, e.g. SSSS for softmax" };
+var modelEma = new Option<bool>("--model-ema") { Description = "Keep an exponential moving average of the weights" };
+var modelEmaDecay = new Option<double>("--model-ema-decay") { Description = "EMA decay per step", DefaultValueFactory = _ => defaults.ModelEmaDecay };
+var output = new Option<string>("--output") { Description = "Output folder: checkpoints, metrics.csv, training.png, model.safetensors", DefaultValueFactory = _ => "runs/latest" };
+var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+var seed = new Option<long>("--seed") { Description = "Seed of weights, data order, augmentation and mixing", DefaultValueFactory = _ => 0 };
+var workers = new Option<int>("--workers") { Description = "Threads decoding and augmenting images", DefaultValueFactory = _ => 2 };
+var threads = new Option<int?>("--threads") { Description = "LibTorch intra-op threads (default: LibTorch's choice)" };
+var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (default: the newest good one in --output)" };
+var noAutoResume = new Option<bool>("--no-auto-resume") { Description = "Start afresh even if --output holds checkpoints" };
+var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Also checkpoint every N steps inside an epoch (0 = epoch ends only)", DefaultValueFactory = _ => 0 };
+var mixupAlpha = new Option<double?>("--mixup") { Description = "Mixup alpha (default: 0.8; 0 on the bundled digits)" };
+var cutmixAlpha = new Option<double?>("--cutmix") { Description = "CutMix alpha (default: 1.0; 0 on the bundled digits)" };
+var smoothing = new Option<double?>("--smoothing") { Description = "Label smoothing (default: 0.1)" };
+
+var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
+{
+    model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
+    modelEmaDecay, output, device, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
+};
+train.SetAction(parse => Run(() =>
+{
+    ApplyThreads(parse.GetValue(threads));
+    var splits = Datasets.Open(parse.GetValue(data), warning => Console.Error.WriteLine("warning: " + warning));
+    bool digits = parse.GetValue(data) is null;
+    var recipe = splits.Recipe;
+    var mix = recipe.Mixup with
+    {
+        MixupAlpha = parse.GetValue(mixupAlpha) ?? recipe.Mixup.MixupAlpha,
+        CutmixAlpha = parse.GetValue(cutmixAlpha) ?? recipe.Mixup.CutmixAlpha,
+        LabelSmoothing = parse.GetValue(smoothing) ?? recipe.Mixup.LabelSmoothing,
+    };
+    splits = splits with { Recipe = recipe with { Mixup = mix } };
+    var options = new TrainingOptions
+    {
+        Model = parse.GetValue(model) ?? "pola_pvt_tiny",
+        Epochs = parse.GetValue(epochs) ?? (digits ? 5 : defaults.Epochs),
+        BatchSize = parse.GetValue(batchSize) ?? (digits ? 64 : defaults.BatchSize),
+        BaseLr = parse.GetValue(lr) ?? (digits ? 2e-3 : defaults.BaseLr),
+        WarmupLr = parse.GetValue(warmupLr),
+        MinLr = parse.GetValue(minLr),
+        WarmupEpochs = parse.GetValue(warmupEpochs) ?? (digits ? 1 : defaults.WarmupEpochs),
+        WeightDecay = parse.GetValue(weightDecay),
+        ClipGrad = parse.GetValue(clipGrad),
+        DropPathRate = parse.GetValue(dropPath),
+        AttentionTypes = parse.GetValue(attention),
+        ModelEma = parse.GetValue(modelEma),
+        ModelEmaDecay = parse.GetValue(modelEmaDecay),
+        Seed = parse.GetValue(seed),
+        Workers = parse.GetValue(workers),
+        Device = parse.GetValue(device)!,
+        CheckpointEverySteps = parse.GetValue(checkpointEvery),
+    };
+    var outputFolder = parse.GetValue(output)!;
+    Console.WriteLine($"data: {splits.Description} ({splits.Train.Count} train / {splits.Validation.Count} val images, {splits.Train.ClassNames.Count} classes)");
+    Console.WriteLine($"model: {options.Model}, {options.Epochs} epochs, batch {options.BatchSize}, lr {options.ScaledLearningRates(options.BatchSize).Base:0.###e+0}, device {options.Device}, output {Path.GetFullPath(outputFolder)}");
+
+    using var stop = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); Console.Error.WriteLine("stopping after this step (press again to abort)..."); };
+    var trainer = new Trainer(options, splits, outputFolder);
+    var result = trainer.Run(parse.GetValue(resume), autoResume: !parse.GetValue(noAutoResume), stop.Token);
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"test top-1: {result.FinalTop1:0.00}% (best {result.BestTop1:0.00}%); weights: {result.WeightsPath}; metrics: {Path.Combine(outputFolder, "metrics.csv")}; plot: {Path.Combine(outputFolder, "training.png")}"));
+}));
+
+var evalModel = new Option<string?>("--model") { Description = "Registered model name (default: the one recorded in the checkpoint, else pola_pvt_tiny)" };
+var checkpoint = new Option<string>("--checkpoint") { Description = "A training checkpoint (.ckpt), exported weights (.safetensors) or the authors' .pth", Required = true };
+var evalData = new Option<string?>("--data") { Description = "Folder with val/<class>/* (default: the bundled digits' test split)" };
+var evalBatch = new Option<int>("--batch-size") { Description = "Batch size", DefaultValueFactory = _ => 128 };
+var evalDevice = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+var evalWorkers = new Option<int>("--workers") { Description = "Threads decoding images", DefaultValueFactory = _ => 2 };
+var evalThreads = new Option<int?>("--threads") { Description = "LibTorch intra-op threads" };
+var eval = new Command("eval", "Top-1 / top-5 and throughput of a checkpoint on a validation folder")
+{
+    evalModel, checkpoint, evalData, evalBatch, evalDevice, evalWorkers, evalThreads,
+};
+eval.SetAction(parse => Run(() =>
+{
+    ApplyThreads(parse.GetValue(evalThreads));
+    var splits = Datasets.Open(parse.GetValue(evalData), warning => Console.Error.WriteLine("warning: " + warning));
+    var path = parse.GetValue(checkpoint)!;
+    var weights = CheckpointWeights.Read(path, out var recordedModel);
+    var name = parse.GetValue(evalModel) ?? recordedModel ?? "pola_pvt_tiny";
+    var target = Trainer.ParseDevice(parse.GetValue(evalDevice)!);
+    long classes = weights.TryGetValue("head.weight", out var head) ? head.shape[0] : splits.Validation.ClassNames.Count;
+    using var network = ModelRegistry.Create(name, numClasses: classes, imageSize: (splits.Recipe.ImageSize, splits.Recipe.ImageSize));
+    StateDictLoader.Load(network, weights, strict: true, sourceName: path);
+    network.to(target);
+    var result = Trainer.Evaluate(network, splits.Validation, ImagePipeline.Eval(splits.Recipe), parse.GetValue(evalBatch), parse.GetValue(evalWorkers), target);
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"{name} on {splits.Description}: top-1 {result.Top1:0.00}%, top-5 {result.Top5:0.00}%, loss {result.Loss:0.0000}, {result.Images} images, {result.ImagesPerSecond:0.0} images/s"));
+}));
+
+var models = new Command("models", "List the registered models");
+models.SetAction(_ => Run(() =>
+{
+    foreach (var info in ModelRegistry.Models)
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{info.Name,-20} {info.Family,-5} {info.Parameters,12:N0} params  {info.InputSize.Height}x{info.InputSize.Width}  {info.Attention}"));
+}));
+
+var root = new RootCommand("PolaFormer for .NET: train and evaluate polarity-aware linear attention vision models") { train, eval, models };
+return root.Parse(args).Invoke();
+
+// One-line errors for the mistakes users make; exit code 2.
+static int Run(Action action)
+{
+    try
+    {
+        TorchRuntime.EnsureLoaded();
+        action();
+        return 0;
+    }
+    catch (OperationCanceledException)
+    {
+        Console.Error.WriteLine("stopped; the last checkpoint is in the output folder, run the same command again to continue.");
+        return 130;
+    }
+    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
+                                  or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 2;
+    }
+}
+
+static void ApplyThreads(int? threads)
+{
+    if (threads is null) return;
+    if (threads < 1) throw new ArgumentException($"--threads is {threads}; expected at least 1.", "--threads");
+    set_num_threads(threads.Value);
+}

@@ -1,0 +1,269 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PolaFormer.Checkpoints;
+using PolaFormer.Models;
+using PolaFormer.Training.Checkpointing;
+using PolaFormer.Training.Data;
+using PolaFormer.Training.Optimization;
+using PolaFormer.Training.Reporting;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Training;
+
+/// <summary>What a finished run reports.</summary>
+/// <param name="Epochs">Metrics of every epoch, including those done before a resume.</param>
+/// <param name="FinalTop1">Validation top-1 (%) after the last epoch.</param>
+/// <param name="BestTop1">Best validation top-1 (%).</param>
+/// <param name="WeightsPath">The exported weights (safetensors).</param>
+/// <param name="ResumedFrom">The checkpoint the run continued from, if any.</param>
+public sealed record TrainingResult(IReadOnlyList<EpochMetrics> Epochs, double FinalTop1, double BestTop1, string WeightsPath, string? ResumedFrom);
+
+/// <summary>Validation results.</summary>
+/// <param name="Top1">Top-1 accuracy, %.</param>
+/// <param name="Top5">Top-5 accuracy, %.</param>
+/// <param name="Loss">Mean cross entropy against the labels.</param>
+/// <param name="Images">Images evaluated.</param>
+/// <param name="ImagesPerSecond">Throughput (decoding included).</param>
+public sealed record EvaluationResult(double Top1, double Top5, double Loss, long Images, double ImagesPerSecond);
+
+/// <summary>
+/// Trains a registered model with the official recipe: deterministic prefetching data pipeline, mixup/cutmix with
+/// soft targets, AdamW with parameter groups, warmup + cosine per iteration, clipping, optional EMA; checkpoints
+/// every epoch (and every N steps) atomically, resumes exactly, writes metrics.csv and training.png.
+/// </summary>
+public sealed class Trainer
+{
+    private readonly TrainingOptions _options;
+    private readonly DatasetSplits _data;
+    private readonly ProgressReporter _progress;
+
+    /// <summary>Prepares a run.</summary>
+    /// <param name="options">The recipe.</param>
+    /// <param name="data">Training and validation sets with their data recipe.</param>
+    /// <param name="outputFolder">Checkpoints, metrics.csv, training.png and the exported weights go here.</param>
+    /// <param name="progress">Where progress goes (default: the console).</param>
+    public Trainer(TrainingOptions options, DatasetSplits data, string outputFolder, ProgressReporter? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentException.ThrowIfNullOrEmpty(outputFolder);
+        options.Validate();
+        _ = ModelRegistry.Describe(options.Model);   // unknown names fail here, before any work
+        _options = options;
+        _data = data;
+        _progress = progress ?? new ProgressReporter();
+        Checkpoints = new CheckpointFolder(outputFolder, options.KeepCheckpoints);
+    }
+
+    /// <summary>The run's checkpoint folder.</summary>
+    public CheckpointFolder Checkpoints { get; }
+
+    /// <summary>Raised after every optimiser step with the global step count (1-based).</summary>
+    public event Action<long>? StepCompleted;
+
+    /// <summary>
+    /// Trains to the end. Continues from <paramref name="resumeFrom"/> when given, else (with
+    /// <paramref name="autoResume"/>) from the newest good checkpoint in the output folder. When
+    /// <paramref name="cancellationToken"/> fires, a checkpoint of the current step is written before
+    /// <see cref="OperationCanceledException"/> is thrown, so nothing is lost.
+    /// </summary>
+    public TrainingResult Run(string? resumeFrom = null, bool autoResume = true, CancellationToken cancellationToken = default)
+    {
+        var device = ParseDevice(_options.Device);
+        int classes = _data.Train.ClassNames.Count;
+        var recipe = _data.Recipe;
+        manual_seed(_options.Seed);
+
+        using var model = CreateModel(classes, device);
+        using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay) : null;
+
+        var (decay, noDecay) = ParameterGroups.Split(model);
+        var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
+        {
+            BatchSize = _options.BatchSize, Shuffle = true, DropLast = true, Workers = _options.Workers, Seed = _options.Seed,
+        });
+        int stepsPerEpoch = loader.BatchesPerEpoch;
+        if (stepsPerEpoch == 0)
+            throw new ArgumentException(
+                $"--batch-size {_options.BatchSize} is larger than the training set ({_data.Train.Count} images): no full batch fits.", "--batch-size");
+        var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize);
+        var schedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
+            (long)(_options.WarmupEpochs * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
+        using var optimizer = optim.AdamW(
+            [
+                new AdamW.ParamGroup(decay.Select(p => p.Parameter), new AdamW.Options { weight_decay = _options.WeightDecay }),
+                new AdamW.ParamGroup(noDecay.Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
+            ],
+            lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps, weight_decay: _options.WeightDecay);
+        var mixup = new Mixup(recipe.Mixup, classes, _options.Seed);
+
+        string optionsJson = JsonSerializer.Serialize(_options);
+        var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson);
+        string? resumedFrom = null;
+        var resumePath = resumeFrom ?? (autoResume ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
+        if (resumePath is not null)
+        {
+            state = TrainingCheckpoint.Load(resumePath, model, optimizer, ema);
+            if (state.ModelName != _options.Model)
+                throw new ArgumentException($"Checkpoint '{resumePath}' is of model '{state.ModelName}', not '{_options.Model}'.", nameof(resumeFrom));
+            resumedFrom = resumePath;
+            _progress.Info($"resumed from {Path.GetFileName(resumePath)}: epoch {state.Epoch + 1}, step {state.StepInEpoch}, global step {state.GlobalStep}");
+        }
+
+        string metricsPath = Path.Combine(Checkpoints.Folder, "metrics.csv");
+        var history = MetricsCsv.Read(metricsPath).Where(r => r.Epoch <= state.Epoch).ToList();
+        double best = state.BestTop1;
+        var evalPipeline = ImagePipeline.Eval(recipe);
+        int evalBatch = _options.EvalBatchSize > 0 ? _options.EvalBatchSize : 2 * _options.BatchSize;
+
+        for (int epoch = state.Epoch; epoch < _options.Epochs; epoch++)
+        {
+            var clock = Stopwatch.StartNew();
+            int first = epoch == state.Epoch ? state.StepInEpoch : 0;
+            double lossSum = epoch == state.Epoch ? state.EpochLossSum : 0;
+            long samples = epoch == state.Epoch ? state.EpochSamples : 0;
+            long trainImages = 0;
+            long globalStep = state.GlobalStep;
+            SetLearningRate(optimizer, schedule.At(globalStep));
+            model.train();
+            _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
+
+            foreach (var batch in loader.Epoch(epoch, first, cancellationToken))
+            {
+                using (batch)
+                using (var scope = NewDisposeScope())
+                {
+                    var images = batch.Images.to(device);
+                    var labels = batch.Labels.to(device);
+                    var (mixed, targets) = mixup.Apply(images, labels, epoch, batch.Index);
+                    var loss = SoftTargetCrossEntropy.Compute(model.forward(mixed), targets);
+                    optimizer.zero_grad();
+                    loss.backward();
+                    if (_options.ClipGrad > 0) nn.utils.clip_grad_norm_(model.parameters(), _options.ClipGrad);
+                    optimizer.step();
+                    ema?.Update(model);
+
+                    double value = loss.item<float>();
+                    if (!double.IsFinite(value))
+                        throw new InvalidOperationException(
+                            $"The training loss became {value} at epoch {epoch + 1}, step {batch.Index + 1}; lower --lr or keep --clip-grad on.");
+                    lossSum += value * batch.Count;
+                    samples += batch.Count;
+                    trainImages += batch.Count;
+                    globalStep++;
+                    double lr = schedule.At(globalStep - 1);
+                    SetLearningRate(optimizer, schedule.At(globalStep));
+                    _progress.Step(batch.Index, value, lr, batch.Count);
+                }
+
+                state = state with { Epoch = epoch, StepInEpoch = batch.Index + 1, GlobalStep = globalStep, BestTop1 = best, EpochLossSum = lossSum, EpochSamples = samples };
+                StepCompleted?.Invoke(globalStep);
+                bool endOfEpoch = batch.Index + 1 == stepsPerEpoch;
+                if (cancellationToken.IsCancellationRequested && !endOfEpoch)
+                {
+                    Save(state, model, optimizer, ema);
+                    _progress.Info($"stopped at epoch {epoch + 1}, step {state.StepInEpoch}; checkpoint written, run again to continue");
+                    cancellationToken.ThrowIfCancellationRequested();
+                }
+                if (!endOfEpoch && _options.CheckpointEverySteps > 0 && state.StepInEpoch % _options.CheckpointEverySteps == 0)
+                    Save(state, model, optimizer, ema);
+            }
+            double trainSeconds = clock.Elapsed.TotalSeconds;
+
+            var validation = Evaluate(model, _data.Validation, evalPipeline, evalBatch, _options.Workers, device);
+            bool isBest = validation.Top1 > best;
+            best = Math.Max(best, validation.Top1);
+            var metrics = new EpochMetrics(epoch + 1, samples == 0 ? double.NaN : lossSum / samples, validation.Loss, validation.Top1,
+                validation.Top5, schedule.At(Math.Max(0, state.GlobalStep - 1)), clock.Elapsed.TotalSeconds, trainImages / Math.Max(trainSeconds, 1e-9));
+            history.Add(metrics);
+            _progress.EndEpoch(metrics, isBest);
+            if (ema is not null)
+            {
+                var emaValidation = Evaluate(ema.Model, _data.Validation, evalPipeline, evalBatch, _options.Workers, device);
+                _progress.Info(FormattableString.Invariant($"  EMA: top-1 {emaValidation.Top1:0.00}%, top-5 {emaValidation.Top5:0.00}%"));
+            }
+
+            state = state with { Epoch = epoch + 1, StepInEpoch = 0, BestTop1 = best, EpochLossSum = 0, EpochSamples = 0 };
+            var path = Save(state, model, optimizer, ema);
+            if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
+            MetricsCsv.Write(metricsPath, history);
+            TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model} on {_data.Description}");
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
+        var weightsPath = Path.Combine(Checkpoints.Folder, "model.safetensors");
+        Checkpoint.Save(model, weightsPath, new Dictionary<string, string> { ["model"] = _options.Model, ["classes"] = string.Join(",", _data.Train.ClassNames) });
+        if (ema is not null) Checkpoint.Save(ema.Model, Path.Combine(Checkpoints.Folder, "model-ema.safetensors"));
+        return new TrainingResult(history, history.Count > 0 ? history[^1].ValTop1 : double.NaN, best, weightsPath, resumedFrom);
+    }
+
+    /// <summary>Top-1 / top-5 / loss of a model on a dataset, with the evaluation transform.</summary>
+    public static EvaluationResult Evaluate(Backbone model, IImageDataset data, ImagePipeline pipeline, int batchSize, int workers, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        var loader = new BatchLoader(data, pipeline, new BatchLoaderOptions { BatchSize = batchSize, Shuffle = false, DropLast = false, Workers = workers });
+        bool wasTraining = model.training;
+        model.eval();
+        long top1 = 0, top5 = 0, seen = 0;
+        double lossSum = 0;
+        var clock = Stopwatch.StartNew();
+        using (no_grad())
+        {
+            foreach (var batch in loader.Epoch(0))
+            {
+                using (batch)
+                using (var scope = NewDisposeScope())
+                {
+                    var logits = model.forward(batch.Images.to(device));
+                    var labels = batch.Labels.to(device);
+                    lossSum += nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).item<float>();
+                    int k = (int)Math.Min(5, logits.shape[1]);
+                    var predictions = logits.topk(k, dim: 1).indexes;
+                    var hits = predictions.eq(labels.unsqueeze(1));
+                    top1 += hits[.., 0].sum().item<long>();
+                    top5 += hits.any(1).sum().item<long>();
+                    seen += batch.Count;
+                }
+            }
+        }
+        model.train(wasTraining);
+        double seconds = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+        return seen == 0
+            ? new EvaluationResult(double.NaN, double.NaN, double.NaN, 0, 0)
+            : new EvaluationResult(100.0 * top1 / seen, 100.0 * top5 / seen, lossSum / seen, seen, seen / seconds);
+    }
+
+    /// <summary>"cpu", "cuda" or "cuda:N" → a device, with a clear error when CUDA is asked for but not there.</summary>
+    public static Device ParseDevice(string text)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(text);
+        if (text == "cpu") return CPU;
+        if (text == "cuda" || text.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available())
+                throw new ArgumentException($"--device is '{text}' but CUDA is not available: reference the CUDA build of LibTorch (TorchSharp-cuda-linux / -windows) and check the driver, or use --device cpu.", "--device");
+            return device(text);
+        }
+        throw new ArgumentException($"--device is '{text}'; expected cpu, cuda or cuda:N.", "--device");
+    }
+
+    private Backbone CreateModel(int classes, Device device) =>
+        ModelRegistry.Create(_options.Model, numClasses: classes, dropPathRate: _options.DropPathRate,
+            attentionTypes: _options.AttentionTypes, imageSize: (_data.Recipe.ImageSize, _data.Recipe.ImageSize), device: device);
+
+    private string Save(TrainingState state, Backbone model, AdamW optimizer, ModelEma? ema)
+    {
+        var path = Checkpoints.PathFor(state.Epoch, state.StepInEpoch);
+        TrainingCheckpoint.Save(path, state, model, optimizer, ema);
+        Checkpoints.Prune();
+        return path;
+    }
+
+    private static void SetLearningRate(optim.Optimizer optimizer, double lr)
+    {
+        foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+    }
+}

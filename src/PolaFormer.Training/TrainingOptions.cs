@@ -1,0 +1,112 @@
+namespace PolaFormer.Training;
+
+/// <summary>
+/// The training recipe. Defaults are the official PolaFormer/Swin ImageNet recipe (config.py of the official code):
+/// AdamW β (0.9, 0.999), weight decay 0.05 (none on 1-D parameters, biases and the model's no-decay names),
+/// base LR 5e-4 × total batch / 512, warmup from 5e-7 over 20 epochs then cosine to 5e-6, stepped per iteration,
+/// gradient clipping at 5, 300 epochs. The data recipe (augmentation, mixup) lives in <c>DataRecipe</c>.
+/// </summary>
+public sealed record TrainingOptions
+{
+    /// <summary>Registry name of the model.</summary>
+    public string Model { get; init; } = "pola_pvt_tiny";
+
+    /// <summary>Epochs.</summary>
+    public int Epochs { get; init; } = 300;
+
+    /// <summary>Batch size of this process.</summary>
+    public int BatchSize { get; init; } = 128;
+
+    /// <summary>Peak learning rate for a total batch of <see cref="LrReferenceBatch"/>.</summary>
+    public double BaseLr { get; init; } = 5e-4;
+
+    /// <summary>Learning rate at the first step, for a total batch of <see cref="LrReferenceBatch"/>.</summary>
+    public double WarmupLr { get; init; } = 5e-7;
+
+    /// <summary>Floor of the cosine, for a total batch of <see cref="LrReferenceBatch"/>.</summary>
+    public double MinLr { get; init; } = 5e-6;
+
+    /// <summary>The learning rates above scale linearly with total batch / this (the official linear scaling
+    /// rule); 0 turns scaling off.</summary>
+    public int LrReferenceBatch { get; init; } = 512;
+
+    /// <summary>Epochs of linear warmup.</summary>
+    public double WarmupEpochs { get; init; } = 20;
+
+    /// <summary>AdamW decoupled weight decay.</summary>
+    public double WeightDecay { get; init; } = 0.05;
+
+    /// <summary>AdamW β₁.</summary>
+    public double Beta1 { get; init; } = 0.9;
+
+    /// <summary>AdamW β₂.</summary>
+    public double Beta2 { get; init; } = 0.999;
+
+    /// <summary>AdamW ε.</summary>
+    public double Eps { get; init; } = 1e-8;
+
+    /// <summary>Gradient clipping by global norm (0 = off).</summary>
+    public double ClipGrad { get; init; } = 5.0;
+
+    /// <summary>Stochastic depth of the last block (null = the preset's).</summary>
+    public double? DropPathRate { get; init; }
+
+    /// <summary>Per-stage attention kinds overriding the preset's, e.g. "SSSS" for the softmax counterpart.</summary>
+    public string? AttentionTypes { get; init; }
+
+    /// <summary>Keep an exponential moving average of the weights (evaluated and exported beside the model).</summary>
+    public bool ModelEma { get; init; }
+
+    /// <summary>Decay of the moving average per step.</summary>
+    public double ModelEmaDecay { get; init; } = 0.9998;
+
+    /// <summary>Seed of the weights, the data order, the augmentations and the mixing.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Threads decoding and augmenting images.</summary>
+    public int Workers { get; init; } = 2;
+
+    /// <summary>Device: "cpu", "cuda" or "cuda:N".</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Also checkpoint every this many steps inside an epoch (0 = only at the end of each epoch).</summary>
+    public int CheckpointEverySteps { get; init; }
+
+    /// <summary>Periodic checkpoints kept (the best one is kept besides).</summary>
+    public int KeepCheckpoints { get; init; } = 2;
+
+    /// <summary>Batch size of validation (0 = twice <see cref="BatchSize"/>).</summary>
+    public int EvalBatchSize { get; init; }
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the first option that is out of range.</summary>
+    public void Validate()
+    {
+        static void Require(bool ok, string name, object value, string expected)
+        {
+            if (!ok) throw new ArgumentException($"{name} is {value}; expected {expected}.", name);
+        }
+        Require(!string.IsNullOrWhiteSpace(Model), "--model", $"'{Model}'", "a registered model name");
+        Require(Epochs >= 1, "--epochs", Epochs, "at least 1");
+        Require(BatchSize >= 1, "--batch-size", BatchSize, "at least 1");
+        Require(BaseLr > 0 && double.IsFinite(BaseLr), "--lr", BaseLr, "a positive number");
+        Require(WarmupLr >= 0 && MinLr >= 0, "--warmup-lr/--min-lr", $"{WarmupLr}/{MinLr}", "0 or more");
+        Require(LrReferenceBatch >= 0, "--lr-reference-batch", LrReferenceBatch, "0 (no scaling) or more");
+        Require(WarmupEpochs >= 0 && WarmupEpochs <= Epochs, "--warmup-epochs", WarmupEpochs, $"between 0 and --epochs ({Epochs})");
+        Require(WeightDecay >= 0, "--weight-decay", WeightDecay, "0 or more");
+        Require(Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1, "--betas", $"{Beta1},{Beta2}", "two numbers in [0, 1)");
+        Require(ClipGrad >= 0, "--clip-grad", ClipGrad, "0 (off) or more");
+        Require(DropPathRate is null or (>= 0 and < 1), "--drop-path", DropPathRate!, "a probability in [0, 1)");
+        Require(ModelEmaDecay is > 0 and < 1, "--model-ema-decay", ModelEmaDecay, "a number in (0, 1)");
+        Require(Workers >= 1, "--workers", Workers, "at least 1");
+        Require(CheckpointEverySteps >= 0, "--checkpoint-every", CheckpointEverySteps, "0 (epoch ends only) or more");
+        Require(KeepCheckpoints >= 1, "--keep-checkpoints", KeepCheckpoints, "at least 1");
+        Require(EvalBatchSize >= 0, "--eval-batch-size", EvalBatchSize, "0 (twice the batch size) or more");
+    }
+
+    /// <summary>The learning rates after linear scaling for <paramref name="totalBatch"/>.</summary>
+    public (double Base, double Warmup, double Min) ScaledLearningRates(int totalBatch)
+    {
+        double factor = LrReferenceBatch == 0 ? 1 : (double)totalBatch / LrReferenceBatch;
+        return (BaseLr * factor, WarmupLr * factor, MinLr * factor);
+    }
+}

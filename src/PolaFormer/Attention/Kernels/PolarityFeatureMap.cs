@@ -1,0 +1,193 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Attention.Kernels;
+
+/// <summary>
+/// The polarity feature map <c>[relu(x)^p, relu(−x)^p]</c> as one pass over memory, forward and backward, for
+/// float32 CPU tensors. Built from LibTorch operators it takes about ten elementwise passes forward (abs, pow with a
+/// broadcast exponent, two sign masks, two products, a concatenation) and more backward, where the power's gradient
+/// alone needs a logarithm pass; here each element is read once, its power computed once in double precision
+/// (log/exp on 256-bit vectors), and the exponent's gradient accumulated on the way.
+/// </summary>
+internal static class PolarityFeatureMap
+{
+    /// <summary>x (B, heads, N, d), power broadcastable to (1, heads, 1, d) → (B, heads, N, 2d).</summary>
+    public static Tensor Apply(Tensor x, Tensor power) => Function.apply(x.contiguous(), power);
+
+    internal static bool Supported(Tensor x, Tensor power) =>
+        x.dtype == ScalarType.Float32 && power.dtype == ScalarType.Float32
+        && x.device_type == DeviceType.CPU && power.device_type == DeviceType.CPU
+        && x.dim() == 4 && x.numel() > 0 && x.numel() < int.MaxValue / 2;
+
+    private sealed class Function : autograd.SingleTensorFunction<Function>
+    {
+        public override string Name => "PolaFormerPolarityFeatureMap";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var x = (Tensor)vars[0];
+            var power = (Tensor)vars[1];
+            var output = empty(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3], dtype: ScalarType.Float32);
+            var exponents = Exponents(power, x.shape[1], x.shape[3]);
+            Forward(x, exponents, output);
+            ctx.save_for_backward([x, power, output]);
+            return output;
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            var saved = ctx.get_saved_variables();
+            var (x, power, output) = (saved[0], saved[1], saved[2]);
+            long heads = x.shape[1], d = x.shape[3];
+            var exponents = Exponents(power, heads, d);
+            var gradX = empty_like(x);
+            var gradExponent = Backward(x, exponents, output, gradOutput.contiguous(), gradX);
+            // The exponent gradient is per (head, channel); sum it down to the shape power was given in.
+            var gradPower = tensor(gradExponent, [1, heads, 1, d], dtype: ScalarType.Float32);
+            gradPower = SumToShape(gradPower, power.shape);
+            return [gradX, gradPower];
+        }
+    }
+
+    /// <summary>The exponent per (head, channel) as a dense float array.</summary>
+    private static float[] Exponents(Tensor power, long heads, long d)
+    {
+        using var dense = power.detach().expand(1, heads, 1, d).contiguous();
+        return dense.data<float>().ToArray();
+    }
+
+    private static Tensor SumToShape(Tensor t, long[] shape)
+    {
+        int lead = (int)t.dim() - shape.Length;
+        var dims = new List<long>();
+        for (int i = 0; i < t.dim(); i++)
+            if (i < lead || shape[i - lead] == 1 && t.shape[i] != 1) dims.Add(i);
+        var summed = dims.Count == 0 ? t : t.sum(dims.ToArray(), keepdim: true);
+        return summed.reshape(shape);
+    }
+
+    private readonly record struct Layout(long Rows, int Heads, int Tokens, int D)
+    {
+        public int Head(long row) => (int)(row / Tokens % Heads);
+
+        public static Layout Of(Tensor x) => new(x.shape[0] * x.shape[1] * x.shape[2], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3]);
+    }
+
+    private static (int Blocks, long RowsPerBlock) Partition(long rows)
+    {
+        long perBlock = Math.Max(1, Math.Min(256, rows / Math.Max(1, 8L * torch.get_num_threads())));
+        return ((int)((rows + perBlock - 1) / perBlock), perBlock);
+    }
+
+    private static ParallelOptions Workers() => new() { MaxDegreeOfParallelism = Math.Max(1, torch.get_num_threads()) };
+
+    private static unsafe void Forward(Tensor x, float[] exponents, Tensor output)
+    {
+        var layout = Layout.Of(x);
+        var (blocks, perBlock) = Partition(layout.Rows);
+        fixed (byte* px = x.bytes, po = output.bytes)
+        {
+            float* xs = (float*)px, os = (float*)po;
+            Parallel.For(0, blocks, Workers(), block =>
+            {
+                long end = Math.Min(layout.Rows, (block + 1) * perBlock);
+                for (long row = block * perBlock; row < end; row++)
+                {
+                    var p = exponents.AsSpan(layout.Head(row) * layout.D, layout.D);
+                    var input = new ReadOnlySpan<float>(xs + row * layout.D, layout.D);
+                    var positive = new Span<float>(os + row * 2 * layout.D, layout.D);
+                    var negative = new Span<float>(os + row * 2 * layout.D + layout.D, layout.D);
+                    FeatureRow(input, p, positive, negative);
+                }
+            });
+        }
+    }
+
+    /// <summary>positive = x &gt; 0 ? |x|^p : 0, negative = x &lt; 0 ? |x|^p : 0.</summary>
+    private static void FeatureRow(ReadOnlySpan<float> x, ReadOnlySpan<float> p, Span<float> positive, Span<float> negative)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float xr = ref MemoryMarshal.GetReference(x);
+            ref float pr = ref MemoryMarshal.GetReference(p);
+            ref float posr = ref MemoryMarshal.GetReference(positive);
+            ref float negr = ref MemoryMarshal.GetReference(negative);
+            for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var xv = Vector256.LoadUnsafe(ref xr, (nuint)i);
+                var magnitude = PowAbs(xv, Vector256.LoadUnsafe(ref pr, (nuint)i));
+                Vector256.ConditionalSelect(Vector256.GreaterThan(xv, Vector256<float>.Zero), magnitude, Vector256<float>.Zero)
+                    .StoreUnsafe(ref posr, (nuint)i);
+                Vector256.ConditionalSelect(Vector256.LessThan(xv, Vector256<float>.Zero), magnitude, Vector256<float>.Zero)
+                    .StoreUnsafe(ref negr, (nuint)i);
+            }
+        }
+        for (; i < x.Length; i++)
+        {
+            float magnitude = x[i] == 0 ? 0f : (float)Math.Pow(Math.Abs((double)x[i]), p[i]);
+            positive[i] = x[i] > 0 ? magnitude : 0f;
+            negative[i] = x[i] < 0 ? magnitude : 0f;
+        }
+    }
+
+    /// <summary>|x|^p for eight lanes, through exp(p·log|x|) in double precision (0 where x = 0).</summary>
+    private static Vector256<float> PowAbs(Vector256<float> x, Vector256<float> p)
+    {
+        var (xLow, xHigh) = Vector256.Widen(Vector256.Abs(x));
+        var (pLow, pHigh) = Vector256.Widen(p);
+        var low = Vector256.Exp(pLow * Vector256.Log(xLow));
+        var high = Vector256.Exp(pHigh * Vector256.Log(xHigh));
+        var result = Vector256.Narrow(low, high);
+        return Vector256.ConditionalSelect(Vector256.Equals(x, Vector256<float>.Zero), Vector256<float>.Zero, result);
+    }
+
+    /// <summary>Input gradient into <paramref name="gradX"/>; returns the exponent gradient per (head, channel).</summary>
+    private static unsafe float[] Backward(Tensor x, float[] exponents, Tensor output, Tensor g, Tensor gradX)
+    {
+        var layout = Layout.Of(x);
+        var (blocks, perBlock) = Partition(layout.Rows);
+        int width = layout.Heads * layout.D;
+        var partial = new double[(long)blocks * width];
+        fixed (byte* px = x.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
+        {
+            float* xs = (float*)px, os = (float*)po, gs = (float*)pg, gxs = (float*)pgx;
+            Parallel.For(0, blocks, Workers(), block =>
+            {
+                long end = Math.Min(layout.Rows, (block + 1) * perBlock);
+                var sums = partial.AsSpan(block * width, width);
+                for (long row = block * perBlock; row < end; row++)
+                {
+                    int head = layout.Head(row);
+                    int d = layout.D;
+                    float* xr = xs + row * d, orow = os + row * 2 * d, grow = gs + row * 2 * d, gxr = gxs + row * d;
+                    var headSums = sums.Slice(head * d, d);
+                    var p = exponents.AsSpan(head * d, d);
+                    for (int c = 0; c < d; c++)
+                    {
+                        float v = xr[c];
+                        if (v == 0) { gxr[c] = 0; continue; }
+                        bool pos = v > 0;
+                        float a = pos ? orow[c] : orow[d + c];           // |x|^p
+                        float gsel = pos ? grow[c] : grow[d + c];
+                        float magnitude = Math.Abs(v);
+                        // d|x|^p/dx = sign(x)·p·|x|^(p−1) = sign(x)·p·a/|x|;  d|x|^p/dp = a·ln|x|
+                        gxr[c] = (pos ? 1f : -1f) * gsel * p[c] * (a / magnitude);
+                        headSums[c] += (double)gsel * a * Math.Log(magnitude);
+                    }
+                }
+            });
+        }
+        // Blocks are added in order, so the result does not depend on the thread schedule.
+        var total = new double[width];
+        for (int b = 0; b < blocks; b++)
+        {
+            var sums = partial.AsSpan(b * width, width);
+            for (int i = 0; i < width; i++) total[i] += sums[i];
+        }
+        return Array.ConvertAll(total, v => (float)v);
+    }
+}
