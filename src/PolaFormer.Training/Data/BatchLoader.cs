@@ -1,0 +1,232 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+using System.Threading.Channels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Training.Data;
+
+/// <summary>
+/// Decodes and augments on worker threads ahead of the model and hands over batches in order.
+/// <para>Determinism: the epoch's order is a permutation drawn from (seed, epoch); batch <c>b</c> holds positions
+/// [b·B, (b+1)·B) of it; sample <c>i</c>'s augmentation draws from a generator keyed by (seed, epoch, i). So batch
+/// <c>b</c> of epoch <c>e</c> is bit-identical whatever the worker count or thread timing.</para>
+/// <para>Prefetching: worker <c>w</c> builds batches w, w + W, w + 2W, … into its own bounded queue
+/// (<see cref="BatchLoaderOptions.PrefetchPerWorker"/> deep), and the consumer reads batch b from queue b mod W, so
+/// batches arrive in order with no reordering buffer and at most W × (depth + 1) batches in memory.</para>
+/// <para>Workers write each batch straight into a native tensor (no managed copy); the consumer's thread takes a
+/// new reference to it (<c>alias</c>), which lands in the consumer's dispose scope. An exception in a worker (e.g. an
+/// image too small) is rethrown by the consumer, with its original type and message, when it reaches that batch.
+/// Leaving the <c>foreach</c> early (or cancelling) stops the workers and frees every queued batch.</para>
+/// </summary>
+public sealed class BatchLoader
+{
+    /// <summary>A loader over <paramref name="dataset"/> through <paramref name="pipeline"/>.</summary>
+    public BatchLoader(IImageDataset dataset, ImagePipeline pipeline, BatchLoaderOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataset);
+        ArgumentNullException.ThrowIfNull(pipeline);
+        options ??= new BatchLoaderOptions();
+        options.Validate();
+        if (dataset.Count == 0) throw new ArgumentException("The dataset is empty; there is nothing to load.", nameof(dataset));
+        Dataset = dataset;
+        Pipeline = pipeline;
+        Options = options;
+    }
+
+    /// <summary>The samples.</summary>
+    public IImageDataset Dataset { get; }
+
+    /// <summary>The per-sample transform.</summary>
+    public ImagePipeline Pipeline { get; }
+
+    /// <summary>The settings.</summary>
+    public BatchLoaderOptions Options { get; }
+
+    /// <summary>Batches per epoch: ⌊N / B⌋ when dropping the last incomplete batch, else ⌈N / B⌉.</summary>
+    public int BatchesPerEpoch => Options.DropLast
+        ? Dataset.Count / Options.BatchSize
+        : (Dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+
+    /// <summary>Throughput of the epoch being read, or of the last one; null before the first batch.</summary>
+    public LoaderStatistics? Statistics { get; private set; }
+
+    /// <summary>The batches of <paramref name="epoch"/>, in order. Workers start at the first <c>MoveNext</c> and
+    /// stop when the enumeration ends or is disposed.</summary>
+    public IEnumerable<Batch> Epoch(int epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(epoch);
+        return Run(epoch, cancellationToken);
+    }
+
+    /// <summary>The dataset indices in the order <paramref name="epoch"/> visits them.</summary>
+    internal int[] Order(int epoch)
+    {
+        if (Options.Shuffle) return SampleRng.For(Options.Seed, epoch, 0, RngStream.Shuffle).Permutation(Dataset.Count);
+        var order = new int[Dataset.Count];
+        for (int i = 0; i < order.Length; i++) order[i] = i;
+        return order;
+    }
+
+    private IEnumerable<Batch> Run(int epoch, CancellationToken cancellationToken)
+    {
+        int batches = BatchesPerEpoch;
+        if (batches == 0) yield break;
+        var order = Order(epoch);
+        int workers = Math.Min(Options.Workers, batches);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var queues = new Channel<Pending>[workers];
+        var threads = new Thread[workers];
+        for (int w = 0; w < workers; w++)
+        {
+            queues[w] = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Options.PrefetchPerWorker)
+            {
+                SingleReader = true,
+                SingleWriter = true,
+                FullMode = BoundedChannelFullMode.Wait,
+            });
+            int worker = w;
+            threads[w] = new Thread(() => Work(worker, workers, batches, order, epoch, queues[worker].Writer, stop.Token))
+            {
+                IsBackground = true,
+                Name = $"BatchLoader worker {w}",
+            };
+        }
+
+        var clock = Stopwatch.StartNew();
+        foreach (var thread in threads) thread.Start();
+        var waited = TimeSpan.Zero;
+        long images = 0;
+        try
+        {
+            for (int b = 0; b < batches; b++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                long before = Stopwatch.GetTimestamp();
+                var pending = Read(queues[b % workers].Reader, stop.Token);
+                waited += Stopwatch.GetElapsedTime(before);
+                pending.Error?.Throw();
+                Batch batch;
+                try
+                {
+                    batch = new Batch(epoch, b, pending.Images!.alias(), pending.Labels!.alias(), pending.Indices);
+                }
+                finally
+                {
+                    pending.Dispose();
+                }
+                images += batch.Count;
+                Statistics = new LoaderStatistics(epoch, b + 1, images, clock.Elapsed, waited, workers);
+                yield return batch;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            foreach (var thread in threads)
+                if (thread.ThreadState != System.Threading.ThreadState.Unstarted) thread.Join();
+            foreach (var queue in queues)
+                while (queue.Reader.TryRead(out var left)) left.Dispose();
+        }
+    }
+
+    private static Pending Read(ChannelReader<Pending> reader, CancellationToken token)
+    {
+        while (true)
+        {
+            if (reader.TryRead(out var item)) return item;
+            if (!reader.WaitToReadAsync(token).AsTask().GetAwaiter().GetResult())
+                throw new InvalidOperationException("A BatchLoader worker stopped without delivering its batch.");
+        }
+    }
+
+    private void Work(int worker, int workers, int batches, int[] order, int epoch, ChannelWriter<Pending> writer, CancellationToken token)
+    {
+        try
+        {
+            for (int b = worker; b < batches && !token.IsCancellationRequested; b += workers)
+            {
+                Pending pending;
+                try
+                {
+                    pending = Build(b, order, epoch, token);
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception e)
+                {
+                    pending = new Pending(null, null, [], ExceptionDispatchInfo.Capture(e));
+                    b = batches; // deliver the error in this batch's place, then stop
+                }
+                try
+                {
+                    writer.WriteAsync(pending, token).AsTask().GetAwaiter().GetResult();
+                }
+                catch (OperationCanceledException)
+                {
+                    pending.Dispose();
+                    return;
+                }
+            }
+        }
+        finally
+        {
+            writer.TryComplete();
+        }
+    }
+
+    private Pending Build(int batch, int[] order, int epoch, CancellationToken token)
+    {
+        int batchSize = Options.BatchSize, start = batch * batchSize;
+        int n = Math.Min(batchSize, order.Length - start);
+        int size = Pipeline.OutputSize, sampleLength = Pipeline.SampleLength;
+        // A worker thread has no dispose scope, so these tensors are owned by the Pending until handed over.
+        var images = empty([n, 3, size, size], ScalarType.Float32);
+        try
+        {
+            var labels = new long[n];
+            var indices = new int[n];
+            var data = MemoryMarshal.Cast<byte, float>(images.bytes);
+            for (int k = 0; k < n; k++)
+            {
+                token.ThrowIfCancellationRequested();
+                int index = order[start + k];
+                var (image, used) = Load(index);
+                labels[k] = Dataset.Label(used);
+                indices[k] = used;
+                Pipeline.Process(image, SampleRng.For(Options.Seed, epoch, index, RngStream.Sample), data.Slice(k * sampleLength, sampleLength));
+            }
+            return new Pending(images, tensor(labels, [n]), indices, null);
+        }
+        catch
+        {
+            images.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The image at <paramref name="index"/>, or if it is unreadable the next readable one (wrapping).</summary>
+    private (RgbImage Image, int Index) Load(int index)
+    {
+        int count = Dataset.Count;
+        for (int k = 0; k < count; k++)
+        {
+            int j = (index + k) % count;
+            if (Dataset.TryLoadImage(j, out var image)) return (image, j);
+        }
+        throw new InvalidDataException(
+            $"None of the dataset's {count} images can be read (the first is '{Dataset.Source(0)}'); check the data folder.");
+    }
+
+    private sealed record Pending(Tensor? Images, Tensor? Labels, int[] Indices, ExceptionDispatchInfo? Error) : IDisposable
+    {
+        public void Dispose()
+        {
+            Images?.Dispose();
+            Labels?.Dispose();
+        }
+    }
+}
