@@ -6,6 +6,7 @@ using PolaFormer.Models;
 using PolaFormer.Training;
 using PolaFormer.Training.Data;
 using PolaFormer.Training.Reporting;
+using TorchSharp;
 using static TorchSharp.torch;
 
 // The training program: command line and wiring only; the recipe lives in PolaFormer.Training.

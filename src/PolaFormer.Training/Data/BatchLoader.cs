@@ -54,10 +54,17 @@ public sealed class BatchLoader
 
     /// <summary>The batches of <paramref name="epoch"/>, in order. Workers start at the first <c>MoveNext</c> and
     /// stop when the enumeration ends or is disposed.</summary>
-    public IEnumerable<Batch> Epoch(int epoch, CancellationToken cancellationToken = default)
+    public IEnumerable<Batch> Epoch(int epoch, CancellationToken cancellationToken = default) => Epoch(epoch, 0, cancellationToken);
+
+    /// <summary>The batches of <paramref name="epoch"/> from batch <paramref name="startBatch"/> on, in order — the
+    /// same batches, with the same augmentation, as a full pass delivers there (for resuming inside an epoch without
+    /// decoding the batches already done).</summary>
+    public IEnumerable<Batch> Epoch(int epoch, int startBatch, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(epoch);
-        return Run(epoch, cancellationToken);
+        if (startBatch < 0 || startBatch > BatchesPerEpoch)
+            throw new ArgumentOutOfRangeException(nameof(startBatch), startBatch, $"startBatch must be in [0, {BatchesPerEpoch}].");
+        return Run(epoch, startBatch, cancellationToken);
     }
 
     /// <summary>The dataset indices in the order <paramref name="epoch"/> visits them.</summary>
@@ -69,12 +76,12 @@ public sealed class BatchLoader
         return order;
     }
 
-    private IEnumerable<Batch> Run(int epoch, CancellationToken cancellationToken)
+    private IEnumerable<Batch> Run(int epoch, int startBatch, CancellationToken cancellationToken)
     {
         int batches = BatchesPerEpoch;
-        if (batches == 0) yield break;
+        if (batches - startBatch <= 0) yield break;
         var order = Order(epoch);
-        int workers = Math.Min(Options.Workers, batches);
+        int workers = Math.Min(Options.Workers, batches - startBatch);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var queues = new Channel<Pending>[workers];
         var threads = new Thread[workers];
@@ -87,7 +94,7 @@ public sealed class BatchLoader
                 FullMode = BoundedChannelFullMode.Wait,
             });
             int worker = w;
-            threads[w] = new Thread(() => Work(worker, workers, batches, order, epoch, queues[worker].Writer, stop.Token))
+            threads[w] = new Thread(() => Work(startBatch + worker, workers, batches, order, epoch, queues[worker].Writer, stop.Token))
             {
                 IsBackground = true,
                 Name = $"BatchLoader worker {w}",
@@ -100,11 +107,11 @@ public sealed class BatchLoader
         long images = 0;
         try
         {
-            for (int b = 0; b < batches; b++)
+            for (int b = startBatch; b < batches; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long before = Stopwatch.GetTimestamp();
-                var pending = Read(queues[b % workers].Reader, stop.Token);
+                var pending = Read(queues[(b - startBatch) % workers].Reader, stop.Token);
                 waited += Stopwatch.GetElapsedTime(before);
                 pending.Error?.Throw();
                 Batch batch;
@@ -117,7 +124,7 @@ public sealed class BatchLoader
                     pending.Dispose();
                 }
                 images += batch.Count;
-                Statistics = new LoaderStatistics(epoch, b + 1, images, clock.Elapsed, waited, workers);
+                Statistics = new LoaderStatistics(epoch, b + 1 - startBatch, images, clock.Elapsed, waited, workers);
                 yield return batch;
             }
         }
@@ -141,11 +148,11 @@ public sealed class BatchLoader
         }
     }
 
-    private void Work(int worker, int workers, int batches, int[] order, int epoch, ChannelWriter<Pending> writer, CancellationToken token)
+    private void Work(int firstBatch, int workers, int batches, int[] order, int epoch, ChannelWriter<Pending> writer, CancellationToken token)
     {
         try
         {
-            for (int b = worker; b < batches && !token.IsCancellationRequested; b += workers)
+            for (int b = firstBatch; b < batches && !token.IsCancellationRequested; b += workers)
             {
                 Pending pending;
                 try
