@@ -38,21 +38,26 @@ public sealed class Trainer
     private readonly TrainingOptions _options;
     private readonly DatasetSplits _data;
     private readonly ProgressReporter _progress;
+    private readonly Func<long, Device, Backbone>? _modelFactory;
 
     /// <summary>Prepares a run.</summary>
     /// <param name="options">The recipe.</param>
     /// <param name="data">Training and validation sets with their data recipe.</param>
     /// <param name="outputFolder">Checkpoints, metrics.csv, training.png and the exported weights go here.</param>
     /// <param name="progress">Where progress goes (default: the console).</param>
-    public Trainer(TrainingOptions options, DatasetSplits data, string outputFolder, ProgressReporter? progress = null)
+    /// <param name="modelFactory">Builds the model from (number of classes, device) instead of the registry (then
+    /// <see cref="TrainingOptions.Model"/> is only its label). Called once, or twice with EMA.</param>
+    public Trainer(TrainingOptions options, DatasetSplits data, string outputFolder, ProgressReporter? progress = null,
+        Func<long, Device, Backbone>? modelFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentException.ThrowIfNullOrEmpty(outputFolder);
         options.Validate();
-        _ = ModelRegistry.Describe(options.Model);   // unknown names fail here, before any work
+        if (modelFactory is null) _ = ModelRegistry.Describe(options.Model);   // unknown names fail here, before any work
         _options = options;
         _data = data;
+        _modelFactory = modelFactory;
         _progress = progress ?? new ProgressReporter();
         Checkpoints = new CheckpointFolder(outputFolder, options.KeepCheckpoints);
     }
@@ -250,8 +255,9 @@ public sealed class Trainer
         throw new ArgumentException($"--device is '{text}'; expected cpu, cuda or cuda:N.", "--device");
     }
 
-    private Backbone CreateModel(int classes, Device device) =>
-        ModelRegistry.Create(_options.Model, numClasses: classes, dropPathRate: _options.DropPathRate,
+    private Backbone CreateModel(int classes, Device device) => _modelFactory is not null
+        ? _modelFactory(classes, device)
+        : ModelRegistry.Create(_options.Model, numClasses: classes, dropPathRate: _options.DropPathRate,
             attentionTypes: _options.AttentionTypes, imageSize: (_data.Recipe.ImageSize, _data.Recipe.ImageSize), device: device);
 
     private string Save(TrainingState state, Backbone model, AdamW optimizer, ModelEma? ema)

@@ -32,9 +32,23 @@ public sealed class CheckpointFolder
         ? string.Create(CultureInfo.InvariantCulture, $"epoch-{epoch:D4}.ckpt")
         : string.Create(CultureInfo.InvariantCulture, $"epoch-{epoch:D4}-step-{stepInEpoch:D6}.ckpt"));
 
-    /// <summary>Periodic checkpoints, newest first (by name, which sorts by position).</summary>
+    /// <summary>Periodic checkpoints, newest first (by the position their names record).</summary>
     public IReadOnlyList<string> Periodic() => Directory.EnumerateFiles(Folder, "epoch-*.ckpt")
-        .OrderByDescending(p => Path.GetFileName(p), StringComparer.Ordinal).ToList();
+        .Select(p => (Path: p, Position: Position(Path.GetFileNameWithoutExtension(p))))
+        .Where(x => x.Position is not null)
+        .OrderByDescending(x => x.Position!.Value.Epoch).ThenByDescending(x => x.Position!.Value.Step)
+        .Select(x => x.Path).ToList();
+
+    /// <summary>(epoch, step) from "epoch-NNNN" or "epoch-NNNN-step-SSSSSS"; null for other names.</summary>
+    private static (int Epoch, int Step)? Position(string name)
+    {
+        var parts = name.Split('-');
+        if (parts.Length == 2 && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var epoch)) return (epoch, 0);
+        if (parts.Length == 4 && parts[2] == "step"
+            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out epoch)
+            && int.TryParse(parts[3], NumberStyles.None, CultureInfo.InvariantCulture, out var step)) return (epoch, step);
+        return null;
+    }
 
     /// <summary>Deletes periodic checkpoints beyond the newest <see cref="Keep"/>.</summary>
     public void Prune()

@@ -26,7 +26,7 @@ public static class MetricsCsv
         var lines = new List<string> { Header };
         lines.AddRange(rows.Select(r => string.Join(',',
             r.Epoch.ToString(CultureInfo.InvariantCulture), F(r.TrainLoss), F(r.ValLoss), F(r.ValTop1), F(r.ValTop5),
-            r.Lr.ToString("G6", CultureInfo.InvariantCulture), F(r.Seconds), F(r.ImagesPerSecond))));
+            F(r.Lr), F(r.Seconds), F(r.ImagesPerSecond))));
         AtomicFile.Write(path, stream =>
         {
             using var writer = new StreamWriter(stream, leaveOpen: true);
@@ -49,5 +49,5 @@ public static class MetricsCsv
         return rows;
     }
 
-    private static string F(double value) => value.ToString("0.######", CultureInfo.InvariantCulture);
+    private static string F(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 }

@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using FluentAssertions;
+using PolaFormer.Checkpoints;
+using PolaFormer.Tests.Infrastructure;
+using PolaFormer.Training;
+using PolaFormer.Training.Checkpointing;
+using PolaFormer.Training.Data;
+using PolaFormer.Training.Reporting;
+using Xunit;
+using Xunit.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Tests.Training;
+
+public sealed class TrainerTests : TorchTest, IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("polaformer-train-").FullName;
+    private readonly ITestOutputHelper _output;
+
+    public TrainerTests(ITestOutputHelper output) => _output = output;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private static TrainingOptions Options(int epochs) => new()
+    {
+        Model = "tiny_pvt", Epochs = epochs, BatchSize = 4, BaseLr = 4e-3, WarmupEpochs = 1, Workers = 2, Seed = 7,
+        ModelEma = true, ModelEmaDecay = 0.9, KeepCheckpoints = 2,
+    };
+
+    private DatasetSplits Data(int trainPerClass = 8, int valPerClass = 4)
+    {
+        var folder = TrainingFixtures.WriteImageFolder(Path.Combine(_root, "data"), classes: 3, trainPerClass, valPerClass);
+        var splits = Datasets.Open(folder);
+        return splits with { Recipe = TrainingFixtures.SmallImageNetRecipe };
+    }
+
+    private Trainer Make(TrainingOptions options, DatasetSplits data, string run, StringWriter? log = null) =>
+        new(options, data, Path.Combine(_root, run), new ProgressReporter(log ?? new StringWriter(), live: false), TrainingFixtures.TinyPvt);
+
+    private static Dictionary<string, Tensor> Weights(string path) => Checkpoint.ReadStateDict(path);
+
+    [Fact]
+    public void Trains_end_to_end_on_a_real_image_folder_and_writes_every_artifact()
+    {
+        var log = new StringWriter();
+        var result = Make(Options(epochs: 2), Data(), "run", log).Run();
+
+        result.Epochs.Should().HaveCount(2);
+        result.Epochs.Should().OnlyContain(e => double.IsFinite(e.TrainLoss) && e.ValTop1 >= 0 && e.ValTop1 <= 100 && e.ValTop5 >= e.ValTop1);
+        var folder = Path.Combine(_root, "run");
+        File.Exists(Path.Combine(folder, "model.safetensors")).Should().BeTrue();
+        File.Exists(Path.Combine(folder, "model-ema.safetensors")).Should().BeTrue();
+        File.Exists(Path.Combine(folder, "best.ckpt")).Should().BeTrue();
+        File.ReadAllBytes(Path.Combine(folder, "training.png"))[..4].Should().Equal(0x89, (byte)'P', (byte)'N', (byte)'G');
+        var rows = MetricsCsv.Read(Path.Combine(folder, "metrics.csv"));
+        rows.Select(r => r.Epoch).Should().Equal(1, 2);
+        rows[0].Lr.Should().BeGreaterThan(0);
+        log.ToString().Should().Contain("epoch 2/2").And.Contain("img/s");
+        _output.WriteLine(log.ToString());
+    }
+
+    [Fact]
+    public void A_run_stopped_mid_epoch_and_resumed_ends_with_the_weights_of_an_uninterrupted_run()
+    {
+        var data = Data();
+        var uninterrupted = Make(Options(epochs: 2), data, "straight").Run();
+
+        using var stop = new CancellationTokenSource();
+        var first = Make(Options(epochs: 2), data, "stopped");
+        first.StepCompleted += step => { if (step == 8) stop.Cancel(); };   // 6 steps per epoch: epoch 2, step 2
+        FluentActions.Invoking(() => first.Run(cancellationToken: stop.Token)).Should().Throw<OperationCanceledException>();
+        first.Checkpoints.FindResumable()!.Value.State.Should().Match<TrainingState>(s => s.Epoch == 1 && s.StepInEpoch == 2 && s.GlobalStep == 8);
+
+        var resumed = Make(Options(epochs: 2), data, "stopped").Run();
+        resumed.ResumedFrom.Should().NotBeNull();
+        using var scope = NewDisposeScope();
+        var expected = Weights(uninterrupted.WeightsPath);
+        var actual = Weights(resumed.WeightsPath);
+        actual.Keys.Should().BeEquivalentTo(expected.Keys);
+        foreach (var (name, tensor) in expected)
+            actual[name].eq(tensor).all().item<bool>().Should().BeTrue($"{name} must be bit-identical after stop and resume");
+        resumed.Epochs.Select(e => e.TrainLoss).Should().Equal(uninterrupted.Epochs.Select(e => e.TrainLoss));
+    }
+
+    [Fact]
+    public void A_corrupted_latest_checkpoint_is_reported_and_the_previous_good_one_is_used()
+    {
+        var data = Data();
+        Make(Options(epochs: 2), data, "run").Run();
+        var folder = new CheckpointFolder(Path.Combine(_root, "run"));
+        var latest = folder.Periodic()[0];
+        Path.GetFileName(latest).Should().Be("epoch-0002.ckpt");
+        var bytes = File.ReadAllBytes(latest);
+        File.WriteAllBytes(latest, bytes[..(bytes.Length / 2)]);   // a half-written file
+
+        FluentActions.Invoking(() => TrainingCheckpoint.ReadState(latest)).Should().Throw<InvalidDataException>()
+            .WithMessage("*epoch-0002.ckpt*corrupted or incomplete*");
+        var warnings = new List<string>();
+        var found = folder.FindResumable(warnings.Add);
+        Path.GetFileName(found!.Value.Path).Should().Be("epoch-0001.ckpt");
+        warnings.Should().ContainSingle().Which.Should().Contain("epoch-0002.ckpt");
+
+        var log = new StringWriter();
+        var result = Make(Options(epochs: 2), data, "run", log).Run();
+        Path.GetFileName(result.ResumedFrom).Should().Be("epoch-0001.ckpt");
+        log.ToString().Should().Contain("warning: skipping epoch-0002.ckpt");
+        result.Epochs.Should().HaveCount(2);
+    }
+
+    [Fact]
+    public void Live_tensors_and_memory_stay_flat_over_hundreds_of_steps()
+    {
+        var data = Data(trainPerClass: 200, valPerClass: 4);   // 150 steps per epoch
+        var trainer = Make(Options(epochs: 2) with { ModelEma = false }, data, "leak");
+        var samples = new List<(long Step, long Live, long Rss)>();
+        trainer.StepCompleted += step =>
+        {
+            if (step is 50 or 100 or 200 or 300)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                samples.Add((step, DisposeScopeManager.Statistics.ThreadTotalLiveCount, Process.GetCurrentProcess().WorkingSet64));
+            }
+        };
+        trainer.Run();
+        foreach (var s in samples) _output.WriteLine($"step {s.Step}: live tensors {s.Live}, RSS {s.Rss / 1048576.0:0.0} MiB");
+        samples.Should().HaveCount(4);
+        (samples[^1].Live - samples[0].Live).Should().BeLessThanOrEqualTo(0, "no tensor may survive a step");
+        (samples[^1].Rss - samples[0].Rss).Should().BeLessThan(64L << 20, "resident memory must not grow with the steps");
+    }
+
+    [Fact]
+    public void Bad_options_fail_before_any_work_with_the_option_named()
+    {
+        var data = Data();
+        FluentActions.Invoking(() => new Trainer(Options(2) with { BatchSize = 0 }, data, Path.Combine(_root, "x")))
+            .Should().Throw<ArgumentException>().WithMessage("--batch-size is 0; expected at least 1*");
+        FluentActions.Invoking(() => new Trainer(Options(2) with { Model = "pola_resnet" }, data, Path.Combine(_root, "x")))
+            .Should().Throw<ArgumentException>().WithMessage("*Unknown model 'pola_resnet'*");
+        FluentActions.Invoking(() => Make(Options(2) with { BatchSize = 100 }, data, "x").Run())
+            .Should().Throw<ArgumentException>().WithMessage("*--batch-size 100 is larger than the training set (24 images)*");
+    }
+}
