@@ -146,8 +146,16 @@ public static class PolarityAttention
         return numerator.div(normaliser).flatten(-2).MoveToOuterDisposeScope();
     }
 
-    /// <summary>[relu(x)^p, relu(−x)^p] computed with a single power: |x|^p, then masked by sign.</summary>
-    private static Tensor SignSplitFeatures(Tensor x, Tensor power)
+    /// <summary>[relu(x)^p, relu(−x)^p]: the fused C# kernel for float32 on the CPU, else a single power |x|^p
+    /// masked by sign.</summary>
+    internal static Tensor SignSplitFeatures(Tensor x, Tensor power)
+    {
+        if (Kernels.PolarityFeatureMap.Supported(x, power)) return Kernels.PolarityFeatureMap.Apply(x, power);
+        return SignSplitFeaturesFromOperators(x, power);
+    }
+
+    /// <summary>[relu(x)^p, relu(−x)^p] from LibTorch operators (any dtype and device).</summary>
+    internal static Tensor SignSplitFeaturesFromOperators(Tensor x, Tensor power)
     {
         var magnitude = x.abs().pow(power);
         var positive = x.gt(0).to_type(x.dtype);

@@ -1,0 +1,81 @@
+using FluentAssertions;
+using PolaFormer.Attention;
+using PolaFormer.Attention.Kernels;
+using PolaFormer.Tests.Infrastructure;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace PolaFormer.Tests.Attention.Kernels;
+
+/// <summary>The fused feature-map kernel against the same map built from LibTorch operators.</summary>
+public sealed class PolarityFeatureMapTests : TorchTest
+{
+    [Theory]
+    [InlineData(2, 3, 49, 32)]
+    [InlineData(1, 1, 5, 2)]     // narrower than a vector: the scalar tail only
+    [InlineData(2, 2, 17, 12)]   // one vector plus a tail
+    [InlineData(1, 8, 64, 64)]
+    public void Matches_the_operator_version_forward_and_backward(int b, int h, int n, int d)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(5);
+        var x = randn(b, h, n, d, generator: g) * 2;
+        x[0, 0, 0, 0] = tensor(0f);                                   // exact zeros take neither branch
+        var power = 1 + 4 * sigmoid(randn(1, h, 1, d, generator: g));
+        var r = randn(b, h, n, 2 * d, generator: g);
+
+        var (y1, gx1, gp1) = Run(x, power, r, PolarityFeatureMap.Apply);
+        var (y2, gx2, gp2) = Run(x, power, r, PolarityAttention.SignSplitFeaturesFromOperators);
+
+        PolarityFeatureMap.Supported(x, power).Should().BeTrue();
+        y1.ShouldBeClose(y2, 1e-6, "features");
+        gx1.ShouldBeClose(gx2, 1e-5, "input gradient");
+        gp1.ShouldBeClose(gp2, 1e-5, "power gradient");
+        gp1.shape.Should().Equal(power.shape);
+    }
+
+    [Fact]
+    public void A_power_shared_by_the_heads_gets_its_summed_gradient()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(2, 3, 7, 4);
+        var power = full(1, 1, 1, 4, 2.5f);
+        var r = randn(2, 3, 7, 8);
+        var (_, _, gp1) = Run(x, power, r, PolarityFeatureMap.Apply);
+        var (_, _, gp2) = Run(x, power, r, PolarityAttention.SignSplitFeaturesFromOperators);
+        gp1.shape.Should().Equal(1, 1, 1, 4);
+        gp1.ShouldBeClose(gp2, 1e-5, "power gradient summed over heads");
+    }
+
+    [Fact]
+    public void Runs_are_bit_identical_whatever_the_thread_count()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(4, 2, 300, 32);
+        var power = 1 + 4 * sigmoid(randn(1, 2, 1, 32));
+        var r = randn(4, 2, 300, 64);
+        int threads = get_num_threads();
+        try
+        {
+            set_num_threads(1);
+            var (_, gx1, gp1) = Run(x, power, r, PolarityFeatureMap.Apply);
+            set_num_threads(2);
+            var (_, gx2, gp2) = Run(x, power, r, PolarityFeatureMap.Apply);
+            gx1.eq(gx2).all().item<bool>().Should().BeTrue();
+            gp1.eq(gp2).all().item<bool>().Should().BeTrue();
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
+    }
+
+    private static (Tensor Y, Tensor Gx, Tensor Gp) Run(Tensor x, Tensor power, Tensor r, Func<Tensor, Tensor, Tensor> map)
+    {
+        var xx = x.detach().clone().requires_grad_(true);
+        var pp = power.detach().clone().requires_grad_(true);
+        var y = map(xx, pp);
+        (y * r).sum().backward();
+        return (y.detach(), xx.grad!, pp.grad!);
+    }
+}
