@@ -145,6 +145,55 @@ internal static class PolarityFeatureMap
         return Vector256.ConditionalSelect(Vector256.Equals(x, Vector256<float>.Zero), Vector256<float>.Zero, result);
     }
 
+    /// <summary>
+    /// One row of the backward pass. With a = |x|^p (read back from the saved output) and g the gradient of the branch
+    /// x's sign selected: dx = sign(x)·g·p·a/|x| and dp += g·a·ln|x|; zeros of x take neither branch and get 0.
+    /// </summary>
+    private static void GradientRow(ReadOnlySpan<float> x, ReadOnlySpan<float> output, ReadOnlySpan<float> g,
+        ReadOnlySpan<float> p, Span<float> gradX, Span<double> powerSums)
+    {
+        int d = x.Length, i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float xr = ref MemoryMarshal.GetReference(x);
+            ref float outr = ref MemoryMarshal.GetReference(output);
+            ref float gr = ref MemoryMarshal.GetReference(g);
+            ref float pr = ref MemoryMarshal.GetReference(p);
+            ref float gxr = ref MemoryMarshal.GetReference(gradX);
+            ref double sr = ref MemoryMarshal.GetReference(powerSums);
+            for (; i <= d - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var xv = Vector256.LoadUnsafe(ref xr, (nuint)i);
+                var positive = Vector256.GreaterThan(xv, Vector256<float>.Zero);
+                var nonzero = ~Vector256.Equals(xv, Vector256<float>.Zero);
+                var a = Vector256.LoadUnsafe(ref outr, (nuint)i) + Vector256.LoadUnsafe(ref outr, (nuint)(d + i));
+                var gsel = Vector256.ConditionalSelect(positive, Vector256.LoadUnsafe(ref gr, (nuint)i), Vector256.LoadUnsafe(ref gr, (nuint)(d + i)));
+                var magnitude = Vector256.Abs(xv);
+                var sign = Vector256.ConditionalSelect(positive, Vector256.Create(1f), Vector256.Create(-1f));
+                var dx = sign * gsel * Vector256.LoadUnsafe(ref pr, (nuint)i) * (a / magnitude);
+                Vector256.ConditionalSelect(nonzero, dx, Vector256<float>.Zero).StoreUnsafe(ref gxr, (nuint)i);
+
+                var weight = Vector256.ConditionalSelect(nonzero, gsel * a, Vector256<float>.Zero);
+                var safe = Vector256.ConditionalSelect(nonzero, magnitude, Vector256.Create(1f));
+                var (wLow, wHigh) = Vector256.Widen(weight);
+                var (mLow, mHigh) = Vector256.Widen(safe);
+                (Vector256.LoadUnsafe(ref sr, (nuint)i) + wLow * Vector256.Log(mLow)).StoreUnsafe(ref sr, (nuint)i);
+                (Vector256.LoadUnsafe(ref sr, (nuint)(i + 4)) + wHigh * Vector256.Log(mHigh)).StoreUnsafe(ref sr, (nuint)(i + 4));
+            }
+        }
+        for (; i < d; i++)
+        {
+            float v = x[i];
+            if (v == 0) { gradX[i] = 0; continue; }
+            bool pos = v > 0;
+            float a = pos ? output[i] : output[d + i];
+            float gsel = pos ? g[i] : g[d + i];
+            float magnitude = Math.Abs(v);
+            gradX[i] = (pos ? 1f : -1f) * gsel * p[i] * (a / magnitude);
+            powerSums[i] += (double)gsel * a * Math.Log(magnitude);
+        }
+    }
+
     /// <summary>Input gradient into <paramref name="gradX"/>; returns the exponent gradient per (head, channel).</summary>
     private static unsafe float[] Backward(Tensor x, float[] exponents, Tensor output, Tensor g, Tensor gradX)
     {
@@ -163,21 +212,13 @@ internal static class PolarityFeatureMap
                 {
                     int head = layout.Head(row);
                     int d = layout.D;
-                    float* xr = xs + row * d, orow = os + row * 2 * d, grow = gs + row * 2 * d, gxr = gxs + row * d;
-                    var headSums = sums.Slice(head * d, d);
-                    var p = exponents.AsSpan(head * d, d);
-                    for (int c = 0; c < d; c++)
-                    {
-                        float v = xr[c];
-                        if (v == 0) { gxr[c] = 0; continue; }
-                        bool pos = v > 0;
-                        float a = pos ? orow[c] : orow[d + c];           // |x|^p
-                        float gsel = pos ? grow[c] : grow[d + c];
-                        float magnitude = Math.Abs(v);
-                        // d|x|^p/dx = sign(x)·p·|x|^(p−1) = sign(x)·p·a/|x|;  d|x|^p/dp = a·ln|x|
-                        gxr[c] = (pos ? 1f : -1f) * gsel * p[c] * (a / magnitude);
-                        headSums[c] += (double)gsel * a * Math.Log(magnitude);
-                    }
+                    GradientRow(
+                        new ReadOnlySpan<float>(xs + row * d, d),
+                        new ReadOnlySpan<float>(os + row * 2 * d, 2 * d),
+                        new ReadOnlySpan<float>(gs + row * 2 * d, 2 * d),
+                        exponents.AsSpan(head * d, d),
+                        new Span<float>(gxs + row * d, d),
+                        sums.Slice(head * d, d));
                 }
             });
         }
