@@ -122,6 +122,9 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <summary>Which formulation of the polarity maths runs.</summary>
     public PolarityImplementation Implementation { get; set; }
 
+    /// <summary>Precision of the polarity core when the layer runs in float16/bfloat16 (default: float32 core).</summary>
+    public PolarityPrecision Precision { get; set; } = PolarityPrecision.Float32Core;
+
     /// <inheritdoc />
     /// <remarks>The shift <paramref name="mask"/> is ignored (polarity attention never applies it); a
     /// <paramref name="paddingMask"/> is supported without spatial reduction only.</remarks>
@@ -163,7 +166,7 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
         v = SplitHeads(v, batch, n, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask);
+        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask, Precision);
         var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
 
         if (sr is not null)

@@ -85,6 +85,9 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
     /// <summary>Which formulation of the polarity maths runs.</summary>
     public PolarityImplementation Implementation { get; set; }
 
+    /// <summary>Precision of the polarity core when the layer runs in float16/bfloat16 (default: float32 core).</summary>
+    public PolarityPrecision Precision { get; set; } = PolarityPrecision.Float32Core;
+
     /// <summary>Attention inside windows.</summary>
     /// <param name="x">(B·nW, w·w, C) windows.</param>
     /// <param name="height">Window side w (windows are square).</param>
@@ -116,7 +119,7 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
         v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask);
+        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask, Precision);
         var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
         var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width, channels);
         output = proj_drop.forward(proj.forward((output + local) * g));

@@ -16,6 +16,21 @@ public enum PolarityImplementation
     Reference = 1,
 }
 
+/// <summary>Precision of the polarity core when the model runs in float16 or bfloat16.</summary>
+public enum PolarityPrecision
+{
+    /// <summary>
+    /// The default, and the mixed-precision mode: projections, convolutions and everything else run in the model's
+    /// dtype, while the feature maps, the power, the key–value sums and the normalisers run in float32 (inputs are
+    /// upcast, the result is cast back). Sums over tokens of <c>|x|^p</c> with p up to 5 overflow float16 quickly —
+    /// the linear attention this method builds on is known to produce NaN there.
+    /// </summary>
+    Float32Core = 0,
+
+    /// <summary>Everything in the inputs' dtype (for comparison; float16 overflows easily).</summary>
+    InputDtype = 1,
+}
+
 /// <summary>
 /// The maths of polarity-aware linear attention (PolaFormer, ICLR 2025) on already-projected, head-split tensors.
 /// Every module in this library that uses polarity attention calls <see cref="Compute"/>; this is the one place
@@ -50,13 +65,22 @@ public static class PolarityAttention
     /// <param name="implementation">Which formulation to evaluate.</param>
     /// <param name="keyMask">Optional (B, n) mask of the keys that take part: 1 for a real token, 0 for padding.
     /// Padding keys contribute nothing and the means run over the real keys only. Without it every key counts.</param>
-    /// <returns>(B, heads, N, d): the same-signed stream in the first d/2 channels of each head, the
-    /// opposite-signed stream in the last d/2.</returns>
+    /// <param name="precision">For float16/bfloat16 inputs: compute the core in float32 (default) or in the
+    /// inputs' dtype. Float32 and float64 inputs are computed as they are.</param>
+    /// <returns>(B, heads, N, d) in the dtype of q: the same-signed stream in the first d/2 channels of each head,
+    /// the opposite-signed stream in the last d/2.</returns>
     public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor power,
         double epsilon = DefaultEpsilon, PolarityImplementation implementation = PolarityImplementation.Fast,
-        Tensor? keyMask = null)
+        Tensor? keyMask = null, PolarityPrecision precision = PolarityPrecision.Float32Core)
     {
         Validate(q, k, v, power, keyMask);
+        if (precision == PolarityPrecision.Float32Core && q.dtype is ScalarType.Float16 or ScalarType.BFloat16)
+        {
+            using var scope = NewDisposeScope();
+            var lowered = q.dtype;
+            var result = Compute(q.to(float32), k.to(float32), v.to(float32), power.to(float32), epsilon, implementation, keyMask);
+            return result.to(lowered).MoveToOuterDisposeScope();
+        }
         return implementation switch
         {
             PolarityImplementation.Fast => ComputeFast(q, k, v, power, epsilon, keyMask),
