@@ -28,6 +28,7 @@ var modelEma = new Option<bool>("--model-ema") { Description = "Keep an exponent
 var modelEmaDecay = new Option<double>("--model-ema-decay") { Description = "EMA decay per step", DefaultValueFactory = _ => defaults.ModelEmaDecay };
 var output = new Option<string>("--output") { Description = "Output folder: checkpoints, metrics.csv, training.png, model.safetensors", DefaultValueFactory = _ => "runs/latest" };
 var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+var dtype = new Option<string>("--dtype") { Description = "float32, bfloat16 or float16 (low precision keeps the polarity core in float32; float16 scales the loss)", DefaultValueFactory = _ => "float32" };
 var seed = new Option<long>("--seed") { Description = "Seed of weights, data order, augmentation and mixing", DefaultValueFactory = _ => 0 };
 var workers = new Option<int>("--workers") { Description = "Threads decoding and augmenting images", DefaultValueFactory = _ => 2 };
 var threads = new Option<int?>("--threads") { Description = "LibTorch intra-op threads (default: LibTorch's choice)" };
@@ -41,7 +42,7 @@ var smoothing = new Option<double?>("--smoothing") { Description = "Label smooth
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
 {
     model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
-    modelEmaDecay, output, device, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
+    modelEmaDecay, output, device, dtype, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
 };
 train.SetAction(parse => Run(() =>
 {
@@ -74,6 +75,7 @@ train.SetAction(parse => Run(() =>
         Seed = parse.GetValue(seed),
         Workers = parse.GetValue(workers),
         Device = parse.GetValue(device)!,
+        Dtype = parse.GetValue(dtype)!,
         CheckpointEverySteps = parse.GetValue(checkpointEvery),
     };
     var outputFolder = parse.GetValue(output)!;

@@ -77,12 +77,19 @@ public sealed class Trainer
     public TrainingResult Run(string? resumeFrom = null, bool autoResume = true, CancellationToken cancellationToken = default)
     {
         var device = ParseDevice(_options.Device);
+        var dtype = _options.ScalarType;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
         manual_seed(_options.Seed);
 
+        // `model` holds the float32 weights the optimiser updates, checkpoints and exports; in float16/bfloat16 the
+        // passes run on a low-precision copy of it.
         using var model = CreateModel(classes, device);
+        using var lowPrecisionModel = dtype == ScalarType.Float32 ? null : CreateModel(classes, device);
+        var lowPrecision = lowPrecisionModel is null ? null : new LowPrecisionCopy(model, lowPrecisionModel, dtype);
+        var compute = lowPrecision?.Copy ?? model;
         using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay) : null;
+        var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
 
         var (decay, noDecay) = ParameterGroups.Split(model);
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
@@ -132,7 +139,8 @@ public sealed class Trainer
             long trainImages = 0;
             long globalStep = state.GlobalStep;
             SetLearningRate(optimizer, schedule.At(globalStep));
-            model.train();
+            lowPrecision?.Refresh();
+            compute.train();
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
 
             foreach (var batch in loader.Epoch(epoch, first, cancellationToken))
@@ -143,12 +151,19 @@ public sealed class Trainer
                     var images = batch.Images.to(device);
                     var labels = batch.Labels.to(device);
                     var (mixed, targets) = mixup.Apply(images, labels, epoch, batch.Index);
-                    var loss = SoftTargetCrossEntropy.Compute(model.forward(mixed), targets);
+                    var logits = compute.forward(mixed.to(dtype)).to(ScalarType.Float32);
+                    var loss = SoftTargetCrossEntropy.Compute(logits, targets);
                     optimizer.zero_grad();
-                    loss.backward();
-                    if (_options.ClipGrad > 0) nn.utils.clip_grad_norm_(model.parameters(), _options.ClipGrad);
-                    optimizer.step();
-                    ema?.Update(model);
+                    (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
+                    lowPrecision?.MoveGradients();
+                    bool finiteGradients = scaler?.Unscale(model.parameters()) ?? true;
+                    if (finiteGradients)
+                    {
+                        if (_options.ClipGrad > 0) nn.utils.clip_grad_norm_(model.parameters(), _options.ClipGrad);
+                        optimizer.step();
+                        lowPrecision?.Refresh();
+                        ema?.Update(model);
+                    }
 
                     double value = loss.item<float>();
                     if (!double.IsFinite(value))
@@ -177,7 +192,7 @@ public sealed class Trainer
             }
             double trainSeconds = clock.Elapsed.TotalSeconds;
 
-            var validation = Evaluate(model, _data.Validation, evalPipeline, evalBatch, _options.Workers, device);
+            var validation = Evaluate(compute, _data.Validation, evalPipeline, evalBatch, _options.Workers, device, dtype);
             bool isBest = validation.Top1 > best;
             best = Math.Max(best, validation.Top1);
             var metrics = new EpochMetrics(epoch + 1, samples == 0 ? double.NaN : lossSum / samples, validation.Loss, validation.Top1,
@@ -205,7 +220,15 @@ public sealed class Trainer
     }
 
     /// <summary>Top-1 / top-5 / loss of a model on a dataset, with the evaluation transform.</summary>
-    public static EvaluationResult Evaluate(Backbone model, IImageDataset data, ImagePipeline pipeline, int batchSize, int workers, Device device)
+    /// <param name="model">The model (switched to evaluation mode for the call).</param>
+    /// <param name="data">The images.</param>
+    /// <param name="pipeline">The evaluation transform.</param>
+    /// <param name="batchSize">Images per forward pass.</param>
+    /// <param name="workers">Decoding threads.</param>
+    /// <param name="device">Device of the model.</param>
+    /// <param name="dtype">Dtype of the model (default float32).</param>
+    public static EvaluationResult Evaluate(Backbone model, IImageDataset data, ImagePipeline pipeline, int batchSize, int workers, Device device,
+        ScalarType dtype = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
@@ -222,7 +245,7 @@ public sealed class Trainer
                 using (batch)
                 using (var scope = NewDisposeScope())
                 {
-                    var logits = model.forward(batch.Images.to(device));
+                    var logits = model.forward(batch.Images.to(device).to(dtype)).to(ScalarType.Float32);
                     var labels = batch.Labels.to(device);
                     lossSum += nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).item<float>();
                     int k = (int)Math.Min(5, logits.shape[1]);

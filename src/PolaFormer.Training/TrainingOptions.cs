@@ -69,6 +69,12 @@ public sealed record TrainingOptions
     /// <summary>Device: "cpu", "cuda" or "cuda:N".</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>Dtype of the forward and backward passes: "float32", "bfloat16" or "float16". In the low-precision
+    /// dtypes the weights the optimiser updates stay in float32 (a master copy, see <c>LowPrecisionCopy</c>), the
+    /// polarity core runs in float32 (see <c>PolarityPrecision</c>), the loss is computed in float32, and float16
+    /// uses dynamic loss scaling — the parts of PyTorch's AMP that TorchSharp lacks.</summary>
+    public string Dtype { get; init; } = "float32";
+
     /// <summary>Also checkpoint every this many steps inside an epoch (0 = only at the end of each epoch).</summary>
     public int CheckpointEverySteps { get; init; }
 
@@ -98,10 +104,19 @@ public sealed record TrainingOptions
         Require(DropPathRate is null or (>= 0 and < 1), "--drop-path", DropPathRate!, "a probability in [0, 1)");
         Require(ModelEmaDecay is > 0 and < 1, "--model-ema-decay", ModelEmaDecay, "a number in (0, 1)");
         Require(Workers >= 1, "--workers", Workers, "at least 1");
+        Require(Dtype is "float32" or "bfloat16" or "float16", "--dtype", $"'{Dtype}'", "float32, bfloat16 or float16");
         Require(CheckpointEverySteps >= 0, "--checkpoint-every", CheckpointEverySteps, "0 (epoch ends only) or more");
         Require(KeepCheckpoints >= 1, "--keep-checkpoints", KeepCheckpoints, "at least 1");
         Require(EvalBatchSize >= 0, "--eval-batch-size", EvalBatchSize, "0 (twice the batch size) or more");
     }
+
+    /// <summary>The torch dtype named by <see cref="Dtype"/>.</summary>
+    public TorchSharp.torch.ScalarType ScalarType => Dtype switch
+    {
+        "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
+        "float16" => TorchSharp.torch.ScalarType.Float16,
+        _ => TorchSharp.torch.ScalarType.Float32,
+    };
 
     /// <summary>The learning rates after linear scaling for <paramref name="totalBatch"/>.</summary>
     public (double Base, double Warmup, double Min) ScaledLearningRates(int totalBatch)

@@ -130,12 +130,26 @@ public sealed class TrainerTests : TorchTest, IDisposable
         (samples[^1].Rss - samples[0].Rss).Should().BeLessThan(64L << 20, "resident memory must not grow with the steps");
     }
 
+    [Theory]
+    [InlineData("bfloat16")]
+    [InlineData("float16")]
+    public void Trains_in_low_precision(string dtype)
+    {
+        var result = Make(Options(epochs: 1) with { Dtype = dtype, ModelEma = false }, Data(), dtype).Run();
+        result.Epochs.Should().ContainSingle().Which.TrainLoss.Should().BeInRange(0, 10);
+        using var scope = NewDisposeScope();
+        Weights(result.WeightsPath).Values.Where(t => t.is_floating_point()).Should().OnlyContain(t => t.dtype == ScalarType.Float32,
+            "the exported weights are the float32 master weights");
+    }
+
     [Fact]
     public void Bad_options_fail_before_any_work_with_the_option_named()
     {
         var data = Data();
         FluentActions.Invoking(() => new Trainer(Options(2) with { BatchSize = 0 }, data, Path.Combine(_root, "x")))
             .Should().Throw<ArgumentException>().WithMessage("--batch-size is 0; expected at least 1*");
+        FluentActions.Invoking(() => new Trainer(Options(2) with { Dtype = "float8" }, data, Path.Combine(_root, "x")))
+            .Should().Throw<ArgumentException>().WithMessage("--dtype is 'float8'; expected float32, bfloat16 or float16*");
         FluentActions.Invoking(() => new Trainer(Options(2) with { Model = "pola_resnet" }, data, Path.Combine(_root, "x")))
             .Should().Throw<ArgumentException>().WithMessage("*Unknown model 'pola_resnet'*");
         FluentActions.Invoking(() => Make(Options(2) with { BatchSize = 100 }, data, "x").Run())
