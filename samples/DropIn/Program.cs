@@ -5,12 +5,13 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-// A small plain ViT as a TorchSharp user writes it, trained for one epoch on the bundled digits (32×32, 8,000 train /
+// A small plain ViT as a TorchSharp user writes it, trained for one epoch (or as many as the first argument says) on the bundled digits (32×32, 8,000 train /
 // 2,000 test). Its attention is built in one place, AttentionLayer at the bottom: that line is the whole difference
 // between softmax attention and polarity attention (the README shows the diff and both results).
 
-const int Epochs = 1, BatchSize = 64;
+const int BatchSize = 64;
 const long Dim = 64, Depth = 4, Heads = 2, Patch = 4;
+int epochs = args.Length > 0 ? int.Parse(args[0]) : 1;   // `dotnet run -- 3` trains longer
 
 manual_seed(0);
 var data = Datasets.Open(null);   // the bundled digits, with the recipe that suits them
@@ -23,7 +24,7 @@ var optimizer = optim.AdamW(model.parameters(), lr: 1e-3, weight_decay: 0.05);
 Console.WriteLine($"{model.Attention} | {model.parameters().Sum(p => p.numel()):N0} parameters | {get_num_threads()} threads");
 
 var clock = Stopwatch.StartNew();
-for (int epoch = 0; epoch < Epochs; epoch++)
+for (int epoch = 0; epoch < epochs; epoch++)
 {
     model.train();
     double lossSum = 0;
