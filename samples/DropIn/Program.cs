@@ -5,9 +5,10 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-// A small plain ViT as a TorchSharp user writes it, trained for one epoch (or as many as the first argument says) on the bundled digits (32×32, 8,000 train /
-// 2,000 test). Its attention is built in one place, AttentionLayer at the bottom: that line is the whole difference
-// between softmax attention and polarity attention (the README shows the diff and both results).
+// A small plain ViT as a TorchSharp user writes it, trained for one epoch (or as many as the first argument says)
+// on the bundled digits (32×32, 8,000 train / 2,000 test). Its attention is built in one place, AttentionLayer at
+// the bottom: that line is the whole difference between softmax and polarity attention (the README shows the diff
+// and both results).
 
 const int BatchSize = 64;
 const long Dim = 64, Depth = 4, Heads = 2, Patch = 4;
