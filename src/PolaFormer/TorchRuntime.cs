@@ -27,8 +27,8 @@ public static class TorchRuntime
         var detail = string.Join(" | ", Chain(e).Select(x => x.Message).Distinct());
         var hint = detail.Contains("GLIBCXX", StringComparison.Ordinal) || OperatingSystem.IsLinux()
             ? "On Linux, TorchSharp 0.107's libLibTorchSharp.so needs GLIBCXX_3.4.32 (libstdc++ from GCC 13 or newer). " +
-              "Debian 12 ships GCC 12's: run `sudo bash eng/prerequisites.sh` from this repository (it installs Debian 13's " +
-              "libstdc++6 pinned at low priority), or install libstdc++6 >= 13 from your distribution. "
+              "Debian 12 ships GCC 12's: install a newer libstdc++6 (e.g. Debian 13's, pinned at low priority; " +
+              "the PolaFormer source repository's eng/prerequisites.sh does exactly that). "
             : "";
         return "TorchSharp could not load its native libraries. " + hint +
                "Also make sure the application references a LibTorch backend package: TorchSharp-cpu for the CPU, or " +

@@ -1,7 +1,7 @@
 namespace PolaFormer.Checkpoints;
 
 /// <summary>Writes files so that a crash at any moment leaves either the old file or the complete new one.</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     /// <summary>Writes through <paramref name="write"/> into a temporary file beside <paramref name="path"/>,
     /// flushes it to disk and renames it over <paramref name="path"/>.</summary>

@@ -90,10 +90,10 @@ public static class ModelRegistry
                 new ModelInfo(name, "Swin", (o.ImageSize, o.ImageSize), o.AttentionTypes, swinTop1.TryGetValue(name, out var top1) ? top1 : null),
                 (x, device, dtype) => new PolaSwinTransformer(o with
                 {
-                    NumClasses = checked((int)(x.NumClasses ?? o.NumClasses)),
+                    NumClasses = x.NumClasses ?? o.NumClasses,
                     DropPathRate = x.DropPathRate ?? o.DropPathRate,
                     AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-                    ImageSize = x.ImageSize is { } s ? checked((int)SquareSide(s, name)) : o.ImageSize,
+                    ImageSize = x.ImageSize is { } s ? SquareSide(s, name) : o.ImageSize,
                 }, device, dtype));
         }
         foreach (var (name, o) in PolaVitOptions.Presets)

@@ -104,12 +104,12 @@ public sealed record PolaPvtOptions
 
     /// <summary>The spatial reduction stage <paramref name="stage"/> (0-based) uses: a digit of
     /// <see cref="LinearSrRatios"/> for 'L' stages, <see cref="SrRatios"/> for 'S' stages.</summary>
-    public long StageSrRatio(int stage) => IsPolarityStage(stage)
+    internal long StageSrRatio(int stage) => IsPolarityStage(stage)
         ? LinearSrRatios[stage] - '0'
         : SrRatios[stage];
 
     /// <summary>Whether stage <paramref name="stage"/> (0-based) uses polarity linear attention.</summary>
-    public bool IsPolarityStage(int stage) => char.ToUpperInvariant(AttentionTypes[stage]) == 'L';
+    internal bool IsPolarityStage(int stage) => char.ToUpperInvariant(AttentionTypes[stage]) == 'L';
 
     /// <summary>Side of the token grid of stage <paramref name="stage"/> for an image side of
     /// <paramref name="imageSide"/> (a multiple of the patch size): side/patch, then halved (floored) per stage.</summary>

@@ -23,30 +23,30 @@ public sealed record PolaSwinOptions
     /// <summary>Side of the square image the model is built for (official <c>img_size</c>). It sizes the stored
     /// shift masks, the polarity positional encodings and the absolute position embedding; other input sizes are
     /// served at run time. Must be a multiple of <see cref="PatchSize"/>·2^(stages−1).</summary>
-    public int ImageSize { get; init; } = 224;
+    public long ImageSize { get; init; } = 224;
 
     /// <summary>Side of the square patches of the stem convolution (<c>patch_size</c>).</summary>
-    public int PatchSize { get; init; } = 4;
+    public long PatchSize { get; init; } = 4;
 
     /// <summary>Input image channels (<c>in_chans</c>).</summary>
-    public int InChannels { get; init; } = 3;
+    public long InChannels { get; init; } = 3;
 
     /// <summary>Classes of the linear classifier; 0 = no classifier (<c>num_classes</c>).</summary>
-    public int NumClasses { get; init; } = 1000;
+    public long NumClasses { get; init; } = 1000;
 
     /// <summary>Channels of the first stage; stage i has <c>EmbedDim·2^i</c> (<c>embed_dim</c>).</summary>
-    public int EmbedDim { get; init; } = 96;
+    public long EmbedDim { get; init; } = 96;
 
     /// <summary>Blocks per stage (<c>depths</c>); its length is the number of stages.</summary>
-    public IReadOnlyList<int> Depths { get; init; } = [2, 2, 6, 2];
+    public IReadOnlyList<long> Depths { get; init; } = [2, 2, 6, 2];
 
     /// <summary>Attention heads per stage (<c>num_heads</c>), one per stage.</summary>
-    public IReadOnlyList<int> NumHeads { get; init; } = [3, 6, 12, 24];
+    public IReadOnlyList<long> NumHeads { get; init; } = [3, 6, 12, 24];
 
     /// <summary>Window side of the polarity ('L') blocks (<c>window_size</c>). Softmax ('S') blocks use 7, or 12
     /// when this is above 56, as the official code does. A window at least as large as a stage's resolution is
     /// clamped to it (and the shift is dropped).</summary>
-    public int WindowSize { get; init; } = 7;
+    public long WindowSize { get; init; } = 7;
 
     /// <summary>Hidden width of the MLP relative to the channels (<c>mlp_ratio</c>).</summary>
     public double MlpRatio { get; init; } = 4;
@@ -78,7 +78,7 @@ public sealed record PolaSwinOptions
     public double Alpha { get; init; } = 4;
 
     /// <summary>Kernel of the depthwise convolution on v in polarity attention; odd (<c>kernel_size</c>).</summary>
-    public int KernelSize { get; init; } = 5;
+    public long KernelSize { get; init; } = 5;
 
     /// <summary>Attention per stage (<c>attn_type</c>): one letter per stage, 'L' polarity or 'S' softmax, e.g.
     /// "LLSS". As in the official code a stage letter 'M' mixes: with a block count n written after the stage
@@ -179,15 +179,15 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
 
         layers = new ModuleList<PolaSwinStage>();
         var info = new FeatureInfo[stages];
-        for (int i = 0, first = 0; i < stages; first += o.Depths[i], i++)
+        for (int i = 0, first = 0; i < stages; first += kinds[i].Length, i++)
         {
-            long dim = (long)o.EmbedDim << i, side = gridSide >> i;
-            layers.Add(new PolaSwinStage(dim, (side, side), o.NumHeads[i], kinds[i], rates[first..(first + o.Depths[i])],
+            long dim = o.EmbedDim << i, side = gridSide >> i;
+            layers.Add(new PolaSwinStage(dim, (side, side), o.NumHeads[i], kinds[i], rates[first..(first + kinds[i].Length)],
                 downsample: i < stages - 1, o, device, dtype));
-            info[i] = new FeatureInfo($"layers.{i}", dim, (long)o.PatchSize << i);
+            info[i] = new FeatureInfo($"layers.{i}", dim, o.PatchSize << i);
         }
         _featureInfo = info;
-        NumFeatures = (long)o.EmbedDim << (stages - 1);
+        NumFeatures = o.EmbedDim << (stages - 1);
         norm = nn.LayerNorm(NumFeatures, eps: LayerNormEps, device: device, dtype: dtype);
         _numClasses = o.NumClasses;
         if (o.NumClasses > 0) head = nn.Linear(NumFeatures, o.NumClasses, device: device, dtype: dtype);
@@ -224,7 +224,7 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
     public override IReadOnlySet<string> NoWeightDecayKeywords => new HashSet<string> { "relative_position_bias_table" };
 
     /// <summary>The multiple that input height and width must be: PatchSize·2^(stages−1).</summary>
-    public long InputMultiple => (long)Options.PatchSize << (Options.Depths.Count - 1);
+    public long InputMultiple => Options.PatchSize << (Options.Depths.Count - 1);
 
     /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>): patch embedding
     /// (+ absolute position embedding) → stages → final LayerNorm → mean over tokens.</summary>
@@ -373,13 +373,13 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
         Require(o.NumClasses >= 0, $"NumClasses = {o.NumClasses} must be 0 (no classifier) or positive.");
         Require(o.EmbedDim > 0, $"EmbedDim = {o.EmbedDim} must be positive.");
         Require(o.Depths is { Count: > 0 and <= 16 }, "Depths must list the blocks of 1 to 16 stages.");
-        Require(o.Depths.All(d => d > 0), $"Depths = [{string.Join(", ", o.Depths)}] must all be positive.");
+        Require(o.Depths.All(d => d is > 0 and <= int.MaxValue), $"Depths = [{string.Join(", ", o.Depths)}] must all be positive.");
         Require(o.NumHeads is not null && o.NumHeads.Count == o.Depths.Count,
             $"NumHeads = [{string.Join(", ", o.NumHeads ?? [])}] must give one head count per stage ({o.Depths.Count}).");
         var heads = o.NumHeads!;
         Require(heads.All(h => h > 0), $"NumHeads = [{string.Join(", ", heads)}] must all be positive.");
         int stages = o.Depths.Count;
-        long multiple = (long)o.PatchSize << (stages - 1);
+        long multiple = o.PatchSize << (stages - 1);
         Require(o.ImageSize % multiple == 0,
             $"ImageSize = {o.ImageSize} must be a multiple of {multiple} (PatchSize {o.PatchSize} × 2^{stages - 1} for the patch mergings).");
         Require(o.WindowSize > 0, $"WindowSize = {o.WindowSize} must be positive.");
@@ -395,7 +395,7 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
         var kinds = BlockKinds(o.AttentionTypes, o.Depths);
         for (int i = 0; i < stages; i++)
         {
-            long dim = (long)o.EmbedDim << i;
+            long dim = o.EmbedDim << i;
             Require(dim % heads[i] == 0,
                 $"Stage {i} has {dim} channels (EmbedDim {o.EmbedDim} × 2^{i}), not divisible by NumHeads[{i}] = {heads[i]}.");
             Require(!kinds[i].Contains(AttentionKind.Polarity) || dim / heads[i] % 2 == 0,
@@ -405,10 +405,11 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
     }
 
     // The attention of every block of every stage, from the official attn_type string.
-    private static AttentionKind[][] BlockKinds(string types, IReadOnlyList<int> depths)
+    private static AttentionKind[][] BlockKinds(string types, IReadOnlyList<long> stageDepths)
     {
         ArgumentNullException.ThrowIfNull(types, "options.AttentionTypes");
-        int stages = depths.Count;
+        int[] depths = stageDepths.Select(d => (int)d).ToArray();   // Validate keeps them in int range
+        int stages = depths.Length;
         bool mixing = types.Take(stages).Any(c => char.ToUpperInvariant(c) == 'M');
         if (!mixing)
         {

@@ -31,7 +31,7 @@ public sealed record PolaVitOptions
     public long EmbedDim { get; init; } = 384;
 
     /// <summary>Blocks.</summary>
-    public int Depth { get; init; } = 12;
+    public long Depth { get; init; } = 12;
 
     /// <summary>Heads per block; EmbedDim / NumHeads must be even for polarity attention.</summary>
     public long NumHeads { get; init; } = 6;
@@ -129,8 +129,8 @@ public sealed class PolaVisionTransformer : Backbone, IDerivedStateCache
         if (options.ClassToken) cls_token = new Parameter(zeros(1, 1, dim, dtype: dtype, device: device));
         pos_embed = new Parameter(zeros(1, _prefix + tokens, dim, dtype: dtype, device: device));
         pos_drop = nn.Dropout(options.DropRate);
-        var rates = DropPathRates(options.DropPathRate, options.Depth);
-        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, options.Depth)
+        var rates = DropPathRates(options.DropPathRate, checked((int)options.Depth));
+        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, rates.Length)
             .Select(i => new VitBlock(options, kind, _grid, _prefix, rates[i], device, dtype)).ToArray());
         norm = nn.LayerNorm(dim, eps: options.NormEps, device: device, dtype: dtype);
         head = MakeHead(options.NumClasses);

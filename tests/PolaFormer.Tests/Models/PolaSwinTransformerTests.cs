@@ -101,10 +101,10 @@ public sealed class PolaSwinTransformerTests : TorchTest
     private static PolaSwinOptions OptionsFrom(GoldenCase c)
     {
         var o = new PolaSwinOptions();
-        int Int(string key, int fallback) => c.Has(key) ? (int)c.Int(key) : fallback;
+        long Int(string key, long fallback) => c.Has(key) ? c.Int(key) : fallback;
         double Real(string key, double fallback) => c.Has(key) ? c.Real(key) : fallback;
         bool Flag(string key, bool fallback) => c.Has(key) ? c.Flag(key) : fallback;
-        int[]? Ints(string key) => c.Has(key) ? c.Ints(key).Select(v => (int)v).ToArray() : null;
+        long[]? Ints(string key) => c.Has(key) ? c.Ints(key).ToArray() : null;
         var image = Ints("img_size");
         if (image is { Length: 2 } && image[0] != image[1])
             throw new NotSupportedException($"Golden case {c.Id}: image {image[0]}x{image[1]} is not square.");
@@ -143,7 +143,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
         var root = json.RootElement;
         var preset = PolaSwinOptions.Presets[root.GetProperty("model").GetString()!];
         var args = root.GetProperty("constructor_args");
-        int[] Ints(string key) => args.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        long[] Ints(string key) => args.GetProperty(key).EnumerateArray().Select(e => e.GetInt64()).ToArray();
         preset.ImageSize.Should().Be(args.GetProperty("img_size").GetInt32());
         preset.PatchSize.Should().Be(args.GetProperty("patch_size").GetInt32());
         preset.InChannels.Should().Be(args.GetProperty("in_chans").GetInt32());
