@@ -31,9 +31,8 @@ public sealed class PrecisionTests : TorchTest
         {
             "models.pola_swin.PolaSwinTransformer" => new PolaSwinTransformer(new PolaSwinOptions
             {
-                ImageSize = (int)c.Int("img_size"), PatchSize = (int)c.Int("patch_size"), NumClasses = (int)c.Int("num_classes"),
-                EmbedDim = (int)c.Int("embed_dim"), Depths = c.Ints("depths").Select(v => (int)v).ToArray(),
-                NumHeads = c.Ints("num_heads").Select(v => (int)v).ToArray(), WindowSize = (int)c.Int("window_size"),
+                ImageSize = c.Int("img_size"), PatchSize = c.Int("patch_size"), NumClasses = c.Int("num_classes"),
+                EmbedDim = c.Int("embed_dim"), Depths = c.Ints("depths"), NumHeads = c.Ints("num_heads"), WindowSize = c.Int("window_size"),
                 DropPathRate = 0, AttentionTypes = c.Text("attn_type"),
             }),
             "models.pola_pvt.PyramidVisionTransformer" => new PolaPyramidVisionTransformer(new PolaPvtOptions
