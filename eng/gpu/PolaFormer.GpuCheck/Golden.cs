@@ -153,10 +153,10 @@ internal static class GoldenBuilders
     private static PolaSwinOptions SwinOptions(GoldenCase c)
     {
         var o = new PolaSwinOptions();
-        int Int(string key, int fallback) => c.Has(key) ? (int)c.Int(key) : fallback;
+        long Int(string key, long fallback) => c.Has(key) ? c.Int(key) : fallback;
         double Real(string key, double fallback) => c.Has(key) ? c.Real(key) : fallback;
         bool Flag(string key, bool fallback) => c.Has(key) ? c.Flag(key) : fallback;
-        int[]? Ints(string key) => c.Has(key) ? c.Ints(key).Select(v => (int)v).ToArray() : null;
+        long[]? Ints(string key) => c.Has(key) ? c.Ints(key) : null;
         var image = Ints("img_size");
         if (image is { Length: 2 } && image[0] != image[1])
             throw new NotSupportedException($"Golden case {c.Id}: image {image[0]}x{image[1]} is not square.");
@@ -167,8 +167,8 @@ internal static class GoldenBuilders
             InChannels = Int("in_chans", o.InChannels),
             NumClasses = Int("num_classes", o.NumClasses),
             EmbedDim = Int("embed_dim", o.EmbedDim),
-            Depths = Ints("depths") ?? o.Depths,
-            NumHeads = Ints("num_heads") ?? o.NumHeads,
+            Depths = (IReadOnlyList<long>?)Ints("depths") ?? o.Depths,
+            NumHeads = (IReadOnlyList<long>?)Ints("num_heads") ?? o.NumHeads,
             WindowSize = Int("window_size", o.WindowSize),
             MlpRatio = Real("mlp_ratio", o.MlpRatio),
             QkvBias = Flag("qkv_bias", o.QkvBias),
