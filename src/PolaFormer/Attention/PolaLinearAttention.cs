@@ -19,7 +19,7 @@ namespace PolaFormer.Attention;
 /// stretched back to N tokens by 1-D linear interpolation over the flattened token index (as the official code
 /// does) before the depthwise convolution.
 /// </remarks>
-public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedStateCache
+public sealed class PolaLinearAttention : TokenAttention
 {
     private readonly Linear qg;
     private readonly Linear kv;
@@ -194,19 +194,4 @@ public sealed class PolaLinearAttention : TokenAttention, Checkpoints.IDerivedSt
         Kernels.DepthwiseConvolution.Apply(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2), dwc.weight!, dwc.bias)
             .reshape(batch, channels, height * width).permute(0, 2, 1);
 
-    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        _positionResizer.Invalidate();
-        base.train(train);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) _positionResizer.Dispose();
-        base.Dispose(disposing);
-    }
 }

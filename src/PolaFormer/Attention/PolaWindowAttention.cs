@@ -18,7 +18,7 @@ namespace PolaFormer.Attention;
 /// <c>qkvg</c>; the positional encoding is added to k; the depthwise convolution on v runs over the w × w window
 /// with one kernel shared by all heads. As in the official code the shift mask is accepted and ignored.
 /// </remarks>
-public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedStateCache
+public sealed class PolaWindowAttention : TokenAttention
 {
     private readonly Linear qkvg;
     private readonly Linear proj;
@@ -126,19 +126,4 @@ public sealed class PolaWindowAttention : TokenAttention, Checkpoints.IDerivedSt
         return output.MoveToOuterDisposeScope();
     }
 
-    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        _positionResizer.Invalidate();
-        base.train(train);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) _positionResizer.Dispose();
-        base.Dispose(disposing);
-    }
 }

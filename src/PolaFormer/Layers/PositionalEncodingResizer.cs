@@ -1,3 +1,5 @@
+using PolaFormer.Checkpoints;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Layers;
@@ -9,14 +11,15 @@ namespace PolaFormer.Layers;
 /// <remarks>
 /// At the built size the parameter itself is returned (bit-identical to the official code). Other sizes are
 /// resized on every call while gradients are enabled (the parameter is being trained, so a cached copy would go
-/// stale); in inference (no_grad) the resized tensor is cached per size, dtype and device until
-/// <see cref="Invalidate"/> is called, which the owning module does when it changes mode, device or weights.
+/// stale); in inference (no_grad) the resized tensor is cached per size, dtype and device. It is a (parameterless)
+/// child module of the layer that owns the encoding, so the cache is dropped whenever that layer changes mode
+/// (<c>train</c>/<c>eval</c>), is disposed, or gets new weights through <see cref="StateDictLoader"/>.
 /// </remarks>
-internal sealed class PositionalEncodingResizer : IDisposable
+internal sealed class PositionalEncodingResizer : nn.Module, IDerivedStateCache
 {
     private readonly Dictionary<(long Height, long Width, ScalarType Dtype, string Device), Tensor> _cache = new();
 
-    public PositionalEncodingResizer(long height, long width)
+    public PositionalEncodingResizer(long height, long width) : base(nameof(PositionalEncodingResizer))
     {
         Height = height;
         Width = width;
@@ -58,5 +61,17 @@ internal sealed class PositionalEncodingResizer : IDisposable
         _cache.Clear();
     }
 
-    public void Dispose() => Invalidate();
+    void IDerivedStateCache.InvalidateDerivedState() => Invalidate();
+
+    public override void train(bool train = true)
+    {
+        Invalidate();
+        base.train(train);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) Invalidate();
+        base.Dispose(disposing);
+    }
 }

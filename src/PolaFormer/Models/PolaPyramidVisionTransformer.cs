@@ -223,7 +223,7 @@ public sealed record PolaPvtOptions
 /// only agrees with the real token grid for patch size 4; here stage i's grid is always
 /// ⌊⌊ImageSize/PatchSize⌋ / 2^i⌋ (identical for the released patch size 4).</para>
 /// </remarks>
-public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerivedStateCache
+public sealed class PolaPyramidVisionTransformer : Backbone
 {
     private const int StageCount = PolaPvtOptions.StageCount;
 
@@ -246,7 +246,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerive
     private readonly LayerNorm norm;
     private nn.Module<Tensor, Tensor> head;
 
-    private readonly PositionalEncodingResizer[] _positionResizers;
+    private readonly ModuleList<PositionalEncodingResizer> _positionResizers;
     private readonly FeatureInfo[] _featureInfo;
     private long _numClasses;
 
@@ -270,7 +270,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerive
         var patchEmbeds = new PatchEmbed[StageCount];
         var posEmbeds = new Parameter[StageCount];
         var blocks = new ModuleList<PolaPvtBlock>[StageCount];
-        _positionResizers = new PositionalEncodingResizer[StageCount];
+        _positionResizers = new ModuleList<PositionalEncodingResizer>();
         _featureInfo = new FeatureInfo[StageCount];
         for (int i = 0; i < StageCount; i++)
         {
@@ -279,7 +279,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerive
             patchEmbeds[i] = new PatchEmbed(i == 0 ? options.InChannels : options.EmbedDims[i - 1], dim,
                 i == 0 ? options.PatchSize : 2, normalize: true, normEps: 1e-5, device: device, dtype: dtype);
             posEmbeds[i] = new Parameter(zeros(1, side * side, dim, dtype: dtype, device: device));
-            _positionResizers[i] = new PositionalEncodingResizer(side, side);
+            _positionResizers.Add(new PositionalEncodingResizer(side, side));
             blocks[i] = new ModuleList<PolaPvtBlock>();
             for (long j = 0; j < options.Depths[i]; j++, blockIndex++)
             {
@@ -470,27 +470,6 @@ public sealed class PolaPyramidVisionTransformer : Backbone, Checkpoints.IDerive
         _ => throw new ArgumentOutOfRangeException(nameof(stage)),
     };
 
-    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => InvalidatePositionCaches();
-
-    private void InvalidatePositionCaches()
-    {
-        foreach (var resizer in _positionResizers) resizer.Invalidate();
-    }
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        InvalidatePositionCaches();
-        base.train(train);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-            foreach (var resizer in _positionResizers) resizer.Dispose();
-        base.Dispose(disposing);
-    }
 }
 
 /// <summary>One Pola-PVT block (official <c>models.pola_pvt.Block</c>): x + attn(norm1(x)), then x + mlp(norm2(x)),

@@ -134,7 +134,7 @@ public sealed record PolaSwinOptions
 /// are resized bicubically when a window or grid differs from the built one. At the construction size no padding
 /// or resizing happens and the stored <c>attn_mask</c> buffers are used: the official computation.</para>
 /// </remarks>
-public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCache
+public sealed class PolaSwinTransformer : Backbone
 {
     private const double LayerNormEps = 1e-5;
 
@@ -300,22 +300,6 @@ public sealed class PolaSwinTransformer : Backbone, Checkpoints.IDerivedStateCac
 
     /// <summary>Block j of stage i (for tests).</summary>
     internal PolaSwinBlock Block(int stage, int index) => layers[stage].Blocks[index];
-
-    void Checkpoints.IDerivedStateCache.InvalidateDerivedState() => _positionResizer?.Invalidate();
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        _positionResizer?.Invalidate();
-        base.train(train);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) _positionResizer?.Dispose();
-        base.Dispose(disposing);
-    }
 
     private void CheckImages(Tensor images)
     {

@@ -85,7 +85,7 @@ public sealed record PolaVitOptions
 /// repository has no ViT; this one follows the paper's recipe for it: polarity attention in every block with the
 /// depthwise convolution over the patch grid, mean-pooled classifier by default.
 /// </summary>
-public sealed class PolaVisionTransformer : Backbone, IDerivedStateCache
+public sealed class PolaVisionTransformer : Backbone
 {
     private readonly PatchEmbed patch_embed;
     private readonly Parameter? cls_token;
@@ -244,21 +244,6 @@ public sealed class PolaVisionTransformer : Backbone, IDerivedStateCache
     internal static double[] DropPathRates(double maxRate, int count) =>
         Enumerable.Range(0, count).Select(i => count == 1 ? 0 : maxRate * i / (count - 1)).ToArray();
 
-    void IDerivedStateCache.InvalidateDerivedState() => _positionResizer.Invalidate();
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        _positionResizer.Invalidate();
-        base.train(train);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) _positionResizer.Dispose();
-        base.Dispose(disposing);
-    }
 
     /// <summary>Pre-norm transformer block on (B, prefix + H·W, C).</summary>
     private sealed class VitBlock : nn.Module<Tensor, Tensor>
