@@ -16,10 +16,10 @@ var model = new Option<string?>("--model") { Description = "Registered model nam
 var data = new Option<string?>("--data") { Description = "ImageNet-style folder with train/<class>/* and val/<class>/* (default: the bundled digits)" };
 var epochs = new Option<int?>("--epochs") { Description = "Epochs (default: 300, or 5 on the bundled digits)" };
 var batchSize = new Option<int?>("--batch-size") { Description = "Batch size (default: 128, or 64 on the bundled digits)" };
-var lr = new Option<double?>("--lr") { Description = $"Base learning rate for a total batch of 512, scaled linearly with the batch (default: {defaults.BaseLr}, or 2e-3 on the bundled digits)" };
+var lr = new Option<double?>("--lr") { Description = $"Base learning rate for a total batch of 512, scaled linearly with the batch (default: {defaults.BaseLr}, or 8e-3 on the bundled digits, i.e. 1e-3 at batch 64)" };
 var warmupLr = new Option<double>("--warmup-lr") { Description = "Warmup start learning rate for a batch of 512", DefaultValueFactory = _ => defaults.WarmupLr };
 var minLr = new Option<double>("--min-lr") { Description = "Final learning rate for a batch of 512", DefaultValueFactory = _ => defaults.MinLr };
-var warmupEpochs = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warmup (default: 20, or 1 on the bundled digits)" };
+var warmupEpochs = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warmup (default: 20, or 0.5 on the bundled digits)" };
 var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => defaults.WeightDecay };
 var clipGrad = new Option<double>("--clip-grad") { Description = "Gradient clipping by global norm (0 = off)", DefaultValueFactory = _ => defaults.ClipGrad };
 var dropPath = new Option<double?>("--drop-path") { Description = "Stochastic depth rate (default: the preset's)" };
@@ -62,10 +62,10 @@ train.SetAction(parse => Run(() =>
         Model = parse.GetValue(model) ?? "pola_pvt_tiny",
         Epochs = parse.GetValue(epochs) ?? (digits ? 5 : defaults.Epochs),
         BatchSize = parse.GetValue(batchSize) ?? (digits ? 64 : defaults.BatchSize),
-        BaseLr = parse.GetValue(lr) ?? (digits ? 2e-3 : defaults.BaseLr),
+        BaseLr = parse.GetValue(lr) ?? (digits ? 8e-3 : defaults.BaseLr),
         WarmupLr = parse.GetValue(warmupLr),
         MinLr = parse.GetValue(minLr),
-        WarmupEpochs = parse.GetValue(warmupEpochs) ?? (digits ? 1 : defaults.WarmupEpochs),
+        WarmupEpochs = parse.GetValue(warmupEpochs) ?? (digits ? 0.5 : defaults.WarmupEpochs),
         WeightDecay = parse.GetValue(weightDecay),
         ClipGrad = parse.GetValue(clipGrad),
         DropPathRate = parse.GetValue(dropPath),
