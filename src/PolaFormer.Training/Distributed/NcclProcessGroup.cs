@@ -5,7 +5,8 @@ namespace PolaFormer.Training.Distributed;
 
 /// <summary>
 /// Collectives with NVIDIA NCCL on this rank's GPU (<c>cuda:LOCAL_RANK</c>). Rank 0 creates the NCCL unique id and
-/// hands it to the others over a <see cref="TcpRendezvous"/> at <c>MASTER_ADDR:MASTER_PORT</c>, which also carries
+/// hands it to the others over a <see cref="TcpRendezvous"/> at <c>MASTER_ADDR</c> (port: see
+/// <see cref="LaunchEnvironment.RendezvousPort"/>), which also carries
 /// the barriers. Collectives go on the legacy default stream (handle 0), the one LibTorch uses unless told
 /// otherwise, so they run after the backward pass that produced the gradients and before the optimiser reads
 /// them; the calling thread then polls the stream (and NCCL's asynchronous error) so the watchdog can see a hang.
@@ -37,7 +38,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
     {
         var nccl = NcclLibrary.Load(libraryNames);
         string where = $"rank {env.Rank} of {env.WorldSize} (nccl)";
-        if (env.WorldSize > 1 && (env.MasterAddress is null || env.MasterPort is null))
+        if (env.WorldSize > 1 && (env.MasterAddress is null || env.RendezvousPort is null))
             throw new ArgumentException(
                 $"{where}: MASTER_ADDR and MASTER_PORT must name rank 0's host and a free port (torchrun sets them; with mpirun pass -x MASTER_ADDR=<host> -x MASTER_PORT=<port>).",
                 env.MasterAddress is null ? "MASTER_ADDR" : "MASTER_PORT");
@@ -55,7 +56,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         if (code != CudaDriver.Success)
             throw new DistributedException(env.Rank, "selecting the GPU", $"{where}: cannot make GPU {env.LocalRank} current: {driver.Describe(code)}");
 
-        var rendezvous = TcpRendezvous.Join(env.MasterAddress ?? "127.0.0.1", env.MasterPort ?? 29500, env.Rank, env.WorldSize, timeout);
+        var rendezvous = TcpRendezvous.Join(env.MasterAddress ?? "127.0.0.1", env.RendezvousPort ?? 29500, env.Rank, env.WorldSize, timeout);
         NcclProcessGroup? group = null;
         try
         {

@@ -235,7 +235,10 @@ public abstract class ProcessGroup : IDisposable
         }
         try
         {
-            using (Watch("shutdown")) ShutdownCore();
+            if (WorldSize == 1)
+                ShutdownCore();
+            else
+                using (Watch("shutdown")) ShutdownCore();
         }
         finally
         {
