@@ -18,7 +18,8 @@ using static TorchSharp.torch;
 //         (reference-step<k>.safetensors).
 //   train --out DIR --epochs E --batch B --train-images N --val-images M [--checkpoint-every K]
 //         [--die-rank R --die-at-step K] [--timeout S]
-//         the real Trainer with a tiny Pola-PVT on the first N/M bundled digits.
+//         the real Trainer with a tiny Pola-PVT on the first N/M bundled digits; rank R writes its process id to
+//         rank<R>.pid after step K and waits to be killed (the test sends SIGKILL).
 var options = Arguments.Parse(args);
 TorchRuntime.EnsureLoaded();
 set_num_threads(1); // several ranks share two cores
@@ -144,9 +145,12 @@ internal static class Train
         {
             if (group.Rank == dieRank && step == dieAt)
             {
-                Console.Error.WriteLine($"worker: rank {group.Rank} dies after step {step} (test)");
+                Console.Error.WriteLine($"worker: rank {group.Rank} waits to be killed after step {step} (test)");
                 Console.Error.Flush();
-                Environment.Exit(137);
+                var pidFile = Path.Combine(output, $"rank{group.Rank}.pid");
+                File.WriteAllText(pidFile + ".tmp", Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
+                File.Move(pidFile + ".tmp", pidFile); // the test never reads half a number
+                Thread.Sleep(Timeout.Infinite);
             }
         };
         var result = trainer.Run();

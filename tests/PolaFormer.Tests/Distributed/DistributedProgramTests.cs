@@ -6,6 +6,7 @@ using Xunit;
 namespace PolaFormer.Tests.Distributed;
 
 /// <summary>The training program's --dist-backend as a user meets it: wrong choices are one line and a non-zero exit.</summary>
+[Collection(DistributedCollection.Name)]
 public sealed class DistributedProgramTests : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("polaformer-dist-cli-").FullName;

@@ -16,6 +16,7 @@ using static TorchSharp.torch;
 
 namespace PolaFormer.Tests.Distributed;
 
+[Collection(DistributedCollection.Name)]
 public sealed class LaunchEnvironmentTests
 {
     private static LaunchEnvironment Read(params (string Name, string Value)[] variables) =>
@@ -55,6 +56,7 @@ public sealed class LaunchEnvironmentTests
     }
 }
 
+[Collection(DistributedCollection.Name)]
 public sealed class ProcessGroupTests : TorchTest
 {
     [Fact]
@@ -114,6 +116,7 @@ public sealed class ProcessGroupTests : TorchTest
     }
 }
 
+[Collection(DistributedCollection.Name)]
 public sealed class TcpRendezvousTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
@@ -162,7 +165,8 @@ public sealed class TcpRendezvousTests
         {
             try
             {
-                using var rendezvous = TcpRendezvous.Join("127.0.0.1", port, rank, 3, TimeSpan.FromSeconds(1.5));
+                // Rank 1 waits longer than rank 0, so it sees rank 0 give up rather than time out itself.
+                using var rendezvous = TcpRendezvous.Join("127.0.0.1", port, rank, 3, TimeSpan.FromSeconds(rank == 0 ? 1.5 : 20));
                 rendezvous.Broadcast(rank == 0 ? [1, 2, 3] : null);
                 return "";
             }
@@ -226,6 +230,7 @@ public sealed class TcpRendezvousTests
     }
 }
 
+[Collection(DistributedCollection.Name)]
 public sealed class DistributedDataParallelTests : TorchTest
 {
     private sealed class Net : nn.Module<Tensor, Tensor>
@@ -331,6 +336,7 @@ public sealed class DistributedDataParallelTests : TorchTest
     }
 }
 
+[Collection(DistributedCollection.Name)]
 public sealed class DistributedSamplerTests : TorchTest
 {
     private static readonly ImagePipeline Train = ImagePipeline.Train(DataRecipe.ImageNet with { ImageSize = 24 });
