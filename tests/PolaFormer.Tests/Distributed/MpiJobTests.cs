@@ -149,6 +149,10 @@ internal static class Mpi
             start.ArgumentList.Add(a);
         // A rank must not inherit a launcher's variables from the test process (e.g. when the suite itself runs under one).
         foreach (var name in new[] { "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT" }) start.Environment.Remove(name);
+        // Containers often forbid the cross-process memory copy Open MPI's shared-memory transport uses for larger
+        // messages; copying through the shared segment works everywhere (Open MPI 4 calls it vader, 5 sm).
+        start.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
+        start.Environment["OMPI_MCA_btl_sm_single_copy_mechanism"] = "none";
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
