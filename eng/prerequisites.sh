@@ -7,7 +7,10 @@
 # The fix is Debian 13's libstdc++6, pinned at low priority so nothing else on the system moves.
 # Systems that already have GLIBCXX_3.4.32 (Debian 13+, Ubuntu 24.04+, Fedora 39+) are left alone.
 #
-# It also installs the .NET SDK check (it does not install .NET: see README) and nothing else.
+# Open MPI: the distributed tests run three ranks under mpirun (the mpi backend calls libmpi.so.40 directly).
+# Installed from the distribution (Debian/Ubuntu: openmpi-bin); left alone when mpirun and libmpi.so.40 exist.
+#
+# It does not install .NET (see README).
 set -euo pipefail
 
 log() { printf '[prerequisites] %s\n' "$*"; }
@@ -23,13 +26,45 @@ has_glibcxx_3432() {
   [ -n "$lib" ] && grep -qa 'GLIBCXX_3\.4\.32' "$lib"
 }
 
+has_openmpi() {
+  command -v mpirun >/dev/null 2>&1 || return 1
+  local libs; libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)   # no grep -q in a pipe: pipefail
+  [[ "$libs" == *"libmpi.so.40 "* ]]
+}
+
 if [ "$(uname -s)" != "Linux" ]; then
   log "not Linux: nothing to do."
   exit 0
 fi
 
+SUDO=""
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { log "needs root (or sudo) to install $1."; exit 1; }
+    SUDO="sudo"
+  fi
+}
+
+ensure_openmpi() {
+  if has_openmpi; then
+    log "Open MPI already installed ($(mpirun --version 2>/dev/null | head -n 1)): nothing to do."
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "Open MPI (mpirun, libmpi.so.40) is missing: install it with your package manager (e.g. dnf install openmpi), then run this again."
+    exit 1
+  fi
+  need_root "Open MPI"
+  log "installing Open MPI (openmpi-bin) for the distributed tests..."
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openmpi-bin >/dev/null
+  has_openmpi || { log "installed openmpi-bin but mpirun or libmpi.so.40 is still missing."; exit 1; }
+  log "done: $(mpirun --version 2>/dev/null | head -n 1)."
+}
+
 if has_glibcxx_3432; then
   log "libstdc++ already provides GLIBCXX_3.4.32: nothing to do."
+  ensure_openmpi
   exit 0
 fi
 
@@ -40,11 +75,7 @@ if [ "${ID:-}" != "debian" ] || [ "${VERSION_CODENAME:-}" != "bookworm" ]; then
   exit 1
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { log "needs root (or sudo) to install Debian 13's libstdc++6."; exit 1; }
-  SUDO="sudo"
-fi
+need_root "Debian 13's libstdc++6"
 
 log "installing Debian 13 (trixie) libstdc++6, pinned at priority 100 so nothing else is upgraded..."
 $SUDO tee /etc/apt/sources.list.d/polaformer-trixie.sources >/dev/null <<'SRC'
@@ -69,3 +100,4 @@ else
   log "installed libstdc++6 from trixie but GLIBCXX_3.4.32 is still missing; TorchSharp will not load."
   exit 1
 fi
+ensure_openmpi

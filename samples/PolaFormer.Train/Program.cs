@@ -5,6 +5,7 @@ using PolaFormer.Checkpoints;
 using PolaFormer.Models;
 using PolaFormer.Training;
 using PolaFormer.Training.Data;
+using PolaFormer.Training.Distributed;
 using PolaFormer.Training.Reporting;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,15 +39,21 @@ var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Als
 var mixupAlpha = new Option<double?>("--mixup") { Description = "Mixup alpha (default: 0.8; 0 on the bundled digits)" };
 var cutmixAlpha = new Option<double?>("--cutmix") { Description = "CutMix alpha (default: 1.0; 0 on the bundled digits)" };
 var smoothing = new Option<double?>("--smoothing") { Description = "Label smoothing (default: 0.1)" };
+var distBackend = new Option<string>("--dist-backend") { Description = "Data parallelism over processes: none, mpi (CPU, start with mpirun) or nccl (GPU, start like torchrun); ranks come from the launcher's variables, --batch-size is per rank", DefaultValueFactory = _ => "none" };
+var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds a collective may wait for the other ranks before the job is aborted", DefaultValueFactory = _ => ProcessGroup.DefaultTimeout.TotalSeconds };
 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
 {
     model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
     modelEmaDecay, output, device, dtype, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
+    distBackend, distTimeout,
 };
 train.SetAction(parse => Run(() =>
 {
     ApplyThreads(parse.GetValue(threads));
+    double timeoutSeconds = parse.GetValue(distTimeout);
+    if (!(timeoutSeconds > 0)) throw new ArgumentException($"--dist-timeout is {timeoutSeconds}; expected a positive number of seconds.", "--dist-timeout");
+    using var group = ProcessGroup.Create(ProcessGroup.ParseBackend(parse.GetValue(distBackend)!), TimeSpan.FromSeconds(timeoutSeconds));
     var splits = Datasets.Open(parse.GetValue(data), warning => Console.Error.WriteLine("warning: " + warning));
     bool digits = parse.GetValue(data) is null;
     var recipe = splits.Recipe;
@@ -79,14 +86,27 @@ train.SetAction(parse => Run(() =>
         CheckpointEverySteps = parse.GetValue(checkpointEvery),
     };
     var outputFolder = parse.GetValue(output)!;
-    Console.WriteLine($"data: {splits.Description} ({splits.Train.Count} train / {splits.Validation.Count} val images, {splits.Train.ClassNames.Count} classes)");
-    Console.WriteLine($"model: {options.Model}, {options.Epochs} epochs, batch {options.BatchSize}, lr {options.ScaledLearningRates(options.BatchSize).Base:0.###e+0}, device {options.Device}, output {Path.GetFullPath(outputFolder)}");
+    int world = group.WorldSize;
+    if (group.IsMain)
+    {
+        Console.WriteLine($"data: {splits.Description} ({splits.Train.Count} train / {splits.Validation.Count} val images, {splits.Train.ClassNames.Count} classes)");
+        Console.WriteLine($"model: {options.Model}, {options.Epochs} epochs, batch {options.BatchSize}{(world > 1 ? $" × {world} ranks ({group.Backend.ToString().ToLowerInvariant()})" : "")}, lr {options.ScaledLearningRates(options.BatchSize * world).Base:0.###e+0}, device {options.Device}, output {Path.GetFullPath(outputFolder)}");
+    }
 
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); Console.Error.WriteLine("stopping after this step (press again to abort)..."); };
-    var trainer = new Trainer(options, splits, outputFolder);
-    var result = trainer.Run(parse.GetValue(resume), autoResume: !parse.GetValue(noAutoResume), stop.Token);
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+    var trainer = new Trainer(options, splits, outputFolder, processGroup: group);
+    TrainingResult result;
+    try
+    {
+        result = trainer.Run(parse.GetValue(resume), autoResume: !parse.GetValue(noAutoResume), stop.Token);
+    }
+    catch (Exception e) when (world > 1 && e is not OperationCanceledException)
+    {
+        group.Abort($"error: {e.Message}", 2); // end every rank now rather than leave them waiting for this one
+        throw;
+    }
+    if (group.IsMain) Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"test top-1: {result.FinalTop1:0.00}% (best {result.BestTop1:0.00}%); weights: {result.WeightsPath}; metrics: {Path.Combine(outputFolder, "metrics.csv")}; plot: {Path.Combine(outputFolder, "training.png")}"));
 }));
 

@@ -4,6 +4,7 @@ using PolaFormer.Checkpoints;
 using PolaFormer.Models;
 using PolaFormer.Training.Checkpointing;
 using PolaFormer.Training.Data;
+using PolaFormer.Training.Distributed;
 using PolaFormer.Training.Optimization;
 using PolaFormer.Training.Reporting;
 using TorchSharp;
@@ -32,6 +33,12 @@ public sealed record EvaluationResult(double Top1, double Top5, double Loss, lon
 /// Trains a registered model with the official recipe: deterministic prefetching data pipeline, mixup/cutmix with
 /// soft targets, AdamW with parameter groups, warmup + cosine per iteration, clipping, optional EMA; checkpoints
 /// every epoch (and every N steps) atomically, resumes exactly, writes metrics.csv and training.png.
+/// <para>Data-parallel with a <see cref="ProcessGroup"/> of several ranks (PyTorch DDP's rules): rank 0's initial
+/// weights go to every rank, each rank reads its shard of every epoch (<see cref="BatchLoaderOptions.Rank"/>),
+/// gradients are averaged before clipping, the learning rate scales with the global batch (batch size × ranks),
+/// the logged loss is the global mean, validation is sharded and its counts summed, and only rank 0 logs and writes
+/// files, with a barrier after each write. Every rank must resume from the same checkpoint (a shared folder): rank
+/// 0 picks it. Rank 0 resumes its random state exactly; the others re-derive theirs from (seed, rank, step).</para>
 /// </summary>
 public sealed class Trainer
 {
@@ -39,6 +46,7 @@ public sealed class Trainer
     private readonly DatasetSplits _data;
     private readonly ProgressReporter _progress;
     private readonly Func<long, Device, Backbone>? _modelFactory;
+    private readonly ProcessGroup? _group;
 
     /// <summary>Prepares a run.</summary>
     /// <param name="options">The recipe.</param>
@@ -47,8 +55,10 @@ public sealed class Trainer
     /// <param name="progress">Where progress goes (default: the console).</param>
     /// <param name="modelFactory">Builds the model from (number of classes, device) instead of the registry (then
     /// <see cref="TrainingOptions.Model"/> is only its label). Called once, or twice with EMA.</param>
+    /// <param name="processGroup">The ranks of a data-parallel job (null: this process alone). The trainer uses it
+    /// but does not dispose it.</param>
     public Trainer(TrainingOptions options, DatasetSplits data, string outputFolder, ProgressReporter? progress = null,
-        Func<long, Device, Backbone>? modelFactory = null)
+        Func<long, Device, Backbone>? modelFactory = null, ProcessGroup? processGroup = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(data);
@@ -58,7 +68,9 @@ public sealed class Trainer
         _options = options;
         _data = data;
         _modelFactory = modelFactory;
+        _group = processGroup is { WorldSize: > 1 } ? processGroup : null;
         _progress = progress ?? new ProgressReporter();
+        if (_group is { Rank: > 0 }) _progress = new ProgressReporter(TextWriter.Null, live: false);
         Checkpoints = new CheckpointFolder(outputFolder, options.KeepCheckpoints);
     }
 
@@ -76,11 +88,13 @@ public sealed class Trainer
     /// </summary>
     public TrainingResult Run(string? resumeFrom = null, bool autoResume = true, CancellationToken cancellationToken = default)
     {
-        var device = ParseDevice(_options.Device);
+        var group = _group;
+        int rank = group?.Rank ?? 0, world = group?.WorldSize ?? 1;
+        var device = group is null ? ParseDevice(_options.Device) : DistributedDevice(group);
         var dtype = _options.ScalarType;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
-        manual_seed(_options.Seed);
+        manual_seed(_options.Seed + rank);
 
         // `model` holds the float32 weights the optimiser updates, checkpoints and exports; in float16/bfloat16 the
         // passes run on a low-precision copy of it.
@@ -88,6 +102,8 @@ public sealed class Trainer
         using var lowPrecisionModel = dtype == ScalarType.Float32 ? null : CreateModel(classes, device);
         var lowPrecision = lowPrecisionModel is null ? null : new LowPrecisionCopy(model, lowPrecisionModel, dtype);
         var compute = lowPrecision?.Copy ?? model;
+        using var ddp = group is null ? null : new DistributedDataParallel(model, group);
+        ddp?.SynchronizeParameters();
         using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay) : null;
         var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
 
@@ -95,12 +111,15 @@ public sealed class Trainer
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
         {
             BatchSize = _options.BatchSize, Shuffle = true, DropLast = true, Workers = _options.Workers, Seed = _options.Seed,
+            Rank = rank, WorldSize = world,
         });
         int stepsPerEpoch = loader.BatchesPerEpoch;
         if (stepsPerEpoch == 0)
             throw new ArgumentException(
-                $"--batch-size {_options.BatchSize} is larger than the training set ({_data.Train.Count} images): no full batch fits.", "--batch-size");
-        var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize);
+                world == 1 ? $"--batch-size {_options.BatchSize} is larger than the training set ({_data.Train.Count} images): no full batch fits."
+                    : $"--batch-size {_options.BatchSize} is larger than each rank's share of the training set ({loader.SamplesPerEpoch} of {_data.Train.Count} images over {world} ranks): no full batch fits.",
+                "--batch-size");
+        var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize * world);
         var schedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
             (long)(_options.WarmupEpochs * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
         using var optimizer = optim.AdamW(
@@ -109,18 +128,20 @@ public sealed class Trainer
                 new AdamW.ParamGroup(noDecay.Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
             ],
             lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps, weight_decay: _options.WeightDecay);
-        var mixup = new Mixup(recipe.Mixup, classes, _options.Seed);
+        var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
         string optionsJson = JsonSerializer.Serialize(_options);
         var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson);
         string? resumedFrom = null;
-        var resumePath = resumeFrom ?? (autoResume ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
+        var resumePath = resumeFrom ?? (autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
+        if (group is not null && resumeFrom is null) resumePath = group.BroadcastText(resumePath, "the checkpoint to resume from");
         if (resumePath is not null)
         {
             state = TrainingCheckpoint.Load(resumePath, model, optimizer, ema);
             if (state.ModelName != _options.Model)
                 throw new ArgumentException($"Checkpoint '{resumePath}' is of model '{state.ModelName}', not '{_options.Model}'.", nameof(resumeFrom));
             resumedFrom = resumePath;
+            if (rank > 0) manual_seed(_options.Seed + rank + 1_000_003L * state.GlobalStep); // only rank 0's random state is saved
             _progress.Info($"resumed from {Path.GetFileName(resumePath)}: epoch {state.Epoch + 1}, step {state.StepInEpoch}, global step {state.GlobalStep}");
         }
 
@@ -142,8 +163,9 @@ public sealed class Trainer
             lowPrecision?.Refresh();
             compute.train();
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
+            bool stopAgreed = false; // with several ranks, stopping is decided together so no rank is left waiting
 
-            foreach (var batch in loader.Epoch(epoch, first, cancellationToken))
+            foreach (var batch in loader.Epoch(epoch, first, group is null ? cancellationToken : CancellationToken.None))
             {
                 using (batch)
                 using (var scope = NewDisposeScope())
@@ -156,6 +178,7 @@ public sealed class Trainer
                     optimizer.zero_grad();
                     (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
                     lowPrecision?.MoveGradients();
+                    ddp?.AverageGradients();
                     bool finiteGradients = scaler?.Unscale(model.parameters()) ?? true;
                     if (finiteGradients)
                     {
@@ -166,33 +189,34 @@ public sealed class Trainer
                     }
 
                     double value = loss.item<float>();
+                    if (group is not null) (value, stopAgreed) = AgreeOnStep(group, value, cancellationToken.IsCancellationRequested);
                     if (!double.IsFinite(value))
                         throw new InvalidOperationException(
                             $"The training loss became {value} at epoch {epoch + 1}, step {batch.Index + 1}; lower --lr or keep --clip-grad on.");
-                    lossSum += value * batch.Count;
-                    samples += batch.Count;
-                    trainImages += batch.Count;
+                    lossSum += value * batch.Count * world;
+                    samples += batch.Count * world;
+                    trainImages += batch.Count * world;
                     globalStep++;
                     double lr = schedule.At(globalStep - 1);
                     SetLearningRate(optimizer, schedule.At(globalStep));
-                    _progress.Step(batch.Index, value, lr, batch.Count);
+                    _progress.Step(batch.Index, value, lr, batch.Count * world);
                 }
 
                 state = state with { Epoch = epoch, StepInEpoch = batch.Index + 1, GlobalStep = globalStep, BestTop1 = best, EpochLossSum = lossSum, EpochSamples = samples };
                 StepCompleted?.Invoke(globalStep);
                 bool endOfEpoch = batch.Index + 1 == stepsPerEpoch;
-                if (cancellationToken.IsCancellationRequested && !endOfEpoch)
+                if ((group is null ? cancellationToken.IsCancellationRequested : stopAgreed) && !endOfEpoch)
                 {
                     Save(state, model, optimizer, ema);
                     _progress.Info($"stopped at epoch {epoch + 1}, step {state.StepInEpoch}; checkpoint written, run again to continue");
-                    cancellationToken.ThrowIfCancellationRequested();
+                    throw new OperationCanceledException(cancellationToken);
                 }
                 if (!endOfEpoch && _options.CheckpointEverySteps > 0 && state.StepInEpoch % _options.CheckpointEverySteps == 0)
                     Save(state, model, optimizer, ema);
             }
             double trainSeconds = clock.Elapsed.TotalSeconds;
 
-            var validation = Evaluate(compute, _data.Validation, evalPipeline, evalBatch, _options.Workers, device, dtype);
+            var validation = Evaluate(compute, _data.Validation, evalPipeline, evalBatch, _options.Workers, device, group, dtype);
             bool isBest = validation.Top1 > best;
             best = Math.Max(best, validation.Top1);
             var metrics = new EpochMetrics(epoch + 1, samples == 0 ? double.NaN : lossSum / samples, validation.Loss, validation.Top1,
@@ -201,38 +225,53 @@ public sealed class Trainer
             _progress.EndEpoch(metrics, isBest);
             if (ema is not null)
             {
-                var emaValidation = Evaluate(ema.Model, _data.Validation, evalPipeline, evalBatch, _options.Workers, device);
+                var emaValidation = Evaluate(ema.Model, _data.Validation, evalPipeline, evalBatch, _options.Workers, device, group);
                 _progress.Info(FormattableString.Invariant($"  EMA: top-1 {emaValidation.Top1:0.00}%, top-5 {emaValidation.Top5:0.00}%"));
             }
 
             state = state with { Epoch = epoch + 1, StepInEpoch = 0, BestTop1 = best, EpochLossSum = 0, EpochSamples = 0 };
             var path = Save(state, model, optimizer, ema);
-            if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
-            MetricsCsv.Write(metricsPath, history);
-            TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model} on {_data.Description}");
-            cancellationToken.ThrowIfCancellationRequested();
+            if (rank == 0)
+            {
+                if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
+                MetricsCsv.Write(metricsPath, history);
+                TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model} on {_data.Description}");
+            }
+            group?.Barrier("metrics and plot written");
+            if (group is null ? cancellationToken.IsCancellationRequested : stopAgreed) throw new OperationCanceledException(cancellationToken);
         }
 
         var weightsPath = Path.Combine(Checkpoints.Folder, "model.safetensors");
-        Checkpoint.Save(model, weightsPath, new Dictionary<string, string> { ["model"] = _options.Model, ["classes"] = string.Join(",", _data.Train.ClassNames) });
-        if (ema is not null) Checkpoint.Save(ema.Model, Path.Combine(Checkpoints.Folder, "model-ema.safetensors"));
+        if (rank == 0)
+        {
+            Checkpoint.Save(model, weightsPath, new Dictionary<string, string> { ["model"] = _options.Model, ["classes"] = string.Join(",", _data.Train.ClassNames) });
+            if (ema is not null) Checkpoint.Save(ema.Model, Path.Combine(Checkpoints.Folder, "model-ema.safetensors"));
+        }
+        group?.Barrier("weights written");
         return new TrainingResult(history, history.Count > 0 ? history[^1].ValTop1 : double.NaN, best, weightsPath, resumedFrom);
     }
 
-    /// <summary>Top-1 / top-5 / loss of a model on a dataset, with the evaluation transform.</summary>
+    /// <summary>Top-1 / top-5 / loss of a model on a dataset, with the evaluation transform. With a
+    /// <paramref name="group"/> of several ranks, each evaluates its shard (every image once over all ranks) and the
+    /// counts are summed, so every rank returns the whole set's figures.</summary>
     /// <param name="model">The model (switched to evaluation mode for the call).</param>
     /// <param name="data">The images.</param>
     /// <param name="pipeline">The evaluation transform.</param>
     /// <param name="batchSize">Images per forward pass.</param>
     /// <param name="workers">Decoding threads.</param>
     /// <param name="device">Device of the model.</param>
+    /// <param name="group">The process group, for sharded evaluation (default: this process alone).</param>
     /// <param name="dtype">Dtype of the model (default float32).</param>
     public static EvaluationResult Evaluate(Backbone model, IImageDataset data, ImagePipeline pipeline, int batchSize, int workers, Device device,
-        ScalarType dtype = ScalarType.Float32)
+        ProcessGroup? group = null, ScalarType dtype = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
-        var loader = new BatchLoader(data, pipeline, new BatchLoaderOptions { BatchSize = batchSize, Shuffle = false, DropLast = false, Workers = workers });
+        var loader = new BatchLoader(data, pipeline, new BatchLoaderOptions
+        {
+            BatchSize = batchSize, Shuffle = false, DropLast = false, Workers = workers,
+            Rank = group?.Rank ?? 0, WorldSize = group?.WorldSize ?? 1, EvenShards = false,
+        });
         bool wasTraining = model.training;
         model.eval();
         long top1 = 0, top5 = 0, seen = 0;
@@ -258,6 +297,13 @@ public sealed class Trainer
             }
         }
         model.train(wasTraining);
+        if (group is { WorldSize: > 1 })
+        {
+            using var totals = tensor(new double[] { top1, top5, seen, lossSum }, device: group.Device);
+            group.AllReduce(totals, ReduceOperation.Sum, "validation counts");
+            var sums = totals.cpu().data<double>().ToArray();
+            (top1, top5, seen, lossSum) = ((long)sums[0], (long)sums[1], (long)sums[2], sums[3]);
+        }
         double seconds = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
         return seen == 0
             ? new EvaluationResult(double.NaN, double.NaN, double.NaN, 0, 0)
@@ -286,9 +332,33 @@ public sealed class Trainer
     private string Save(TrainingState state, Backbone model, AdamW optimizer, ModelEma? ema)
     {
         var path = Checkpoints.PathFor(state.Epoch, state.StepInEpoch);
-        TrainingCheckpoint.Save(path, state, model, optimizer, ema);
-        Checkpoints.Prune();
+        if (_group is not { Rank: > 0 })
+        {
+            TrainingCheckpoint.Save(path, state, model, optimizer, ema);
+            Checkpoints.Prune();
+        }
+        _group?.Barrier($"checkpoint {Path.GetFileName(path)} written");
         return path;
+    }
+
+    /// <summary>The global mean loss of the step, and whether any rank was asked to stop.</summary>
+    private static (double Loss, bool Stop) AgreeOnStep(ProcessGroup group, double loss, bool stop)
+    {
+        using var values = tensor(new double[] { loss, stop ? 1 : 0 }, device: group.Device);
+        group.AllReduce(values, ReduceOperation.Sum, "step loss and stop flag");
+        var sums = values.cpu().data<double>().ToArray();
+        return (sums[0] / group.WorldSize, sums[1] > 0);
+    }
+
+    /// <summary>The device of a rank: its GPU with NCCL (--device must be cuda), the CPU with MPI.</summary>
+    private Device DistributedDevice(ProcessGroup group)
+    {
+        var requested = ParseDevice(_options.Device);
+        if (group.Device.type != requested.type)
+            throw new ArgumentException(
+                $"--device is '{_options.Device}' but the {group.Backend.ToString().ToLowerInvariant()} backend works on {(group.Device.type == DeviceType.CUDA ? "cuda (one GPU per rank, cuda:LOCAL_RANK)" : "the cpu")}; "
+                + "use --device cuda with --dist-backend nccl, --device cpu with --dist-backend mpi.", "--device");
+        return group.Device;
     }
 
     private static void SetLearningRate(optim.Optimizer optimizer, double lr)

@@ -11,7 +11,10 @@ namespace PolaFormer.Training.Data;
 /// Decodes and augments on worker threads ahead of the model and hands over batches in order.
 /// <para>Determinism: the epoch's order is a permutation drawn from (seed, epoch); batch <c>b</c> holds positions
 /// [b·B, (b+1)·B) of it; sample <c>i</c>'s augmentation draws from a generator keyed by (seed, epoch, i). So batch
-/// <c>b</c> of epoch <c>e</c> is bit-identical whatever the worker count or thread timing.</para>
+/// <c>b</c> of epoch <c>e</c> is bit-identical whatever the worker count or thread timing. With
+/// <see cref="BatchLoaderOptions.WorldSize"/> W &gt; 1 the order is the same on every rank and rank r keeps positions
+/// r, r + W, r + 2W, … (padded to a multiple of W), so batch b of all ranks together is positions [b·B·W, (b+1)·B·W)
+/// of the order: the batch one process with batch size B·W would read.</para>
 /// <para>Prefetching: worker <c>w</c> builds batches w, w + W, w + 2W, … into its own bounded queue
 /// (<see cref="BatchLoaderOptions.PrefetchPerWorker"/> deep), and the consumer reads batch b from queue b mod W, so
 /// batches arrive in order with no reordering buffer and at most W × (depth + 1) batches in memory.</para>
@@ -44,10 +47,22 @@ public sealed class BatchLoader
     /// <summary>The settings.</summary>
     public BatchLoaderOptions Options { get; }
 
-    /// <summary>Batches per epoch: ⌊N / B⌋ when dropping the last incomplete batch, else ⌈N / B⌉.</summary>
+    /// <summary>Batches per epoch: ⌊N / B⌋ when dropping the last incomplete batch, else ⌈N / B⌉, N being
+    /// <see cref="SamplesPerEpoch"/>.</summary>
     public int BatchesPerEpoch => Options.DropLast
-        ? Dataset.Count / Options.BatchSize
-        : (Dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+        ? SamplesPerEpoch / Options.BatchSize
+        : (SamplesPerEpoch + Options.BatchSize - 1) / Options.BatchSize;
+
+    /// <summary>Samples this loader visits per epoch: the dataset, or this rank's shard of it.</summary>
+    public int SamplesPerEpoch
+    {
+        get
+        {
+            int n = Dataset.Count, world = Options.WorldSize;
+            if (world == 1) return n;
+            return Options.EvenShards ? (n + world - 1) / world : (n - Options.Rank + world - 1) / world;
+        }
+    }
 
     /// <summary>Throughput of the epoch being read, or of the last one; null before the first batch.</summary>
     public LoaderStatistics? Statistics { get; private set; }
@@ -67,13 +82,30 @@ public sealed class BatchLoader
         return Run(epoch, startBatch, cancellationToken);
     }
 
-    /// <summary>The dataset indices in the order <paramref name="epoch"/> visits them.</summary>
+    /// <summary>The dataset indices in the order <paramref name="epoch"/> visits them (this rank's shard).</summary>
     internal int[] Order(int epoch)
     {
-        if (Options.Shuffle) return SampleRng.For(Options.Seed, epoch, 0, RngStream.Shuffle).Permutation(Dataset.Count);
-        var order = new int[Dataset.Count];
-        for (int i = 0; i < order.Length; i++) order[i] = i;
-        return order;
+        int[] order;
+        if (Options.Shuffle)
+        {
+            order = SampleRng.For(Options.Seed, epoch, 0, RngStream.Shuffle).Permutation(Dataset.Count);
+        }
+        else
+        {
+            order = new int[Dataset.Count];
+            for (int i = 0; i < order.Length; i++) order[i] = i;
+        }
+        return Options.WorldSize == 1 ? order : Shard(order, Options.Rank, Options.WorldSize, Options.EvenShards);
+    }
+
+    /// <summary>Positions rank, rank + world, … of <paramref name="order"/>, padded (when <paramref name="even"/>)
+    /// to a multiple of <paramref name="world"/> by continuing from its start, as DistributedSampler does.</summary>
+    internal static int[] Shard(int[] order, int rank, int world, bool even)
+    {
+        int n = order.Length, total = even ? (n + world - 1) / world * world : n;
+        var shard = new int[Math.Max(0, (total - rank + world - 1) / world)];
+        for (int k = 0, p = rank; p < total; k++, p += world) shard[k] = order[p % n];
+        return shard;
     }
 
     private IEnumerable<Batch> Run(int epoch, int startBatch, CancellationToken cancellationToken)

@@ -24,8 +24,22 @@ public sealed record BatchLoaderOptions
     /// <summary>Seed of the shuffling and of every sample's augmentation.</summary>
     public long Seed { get; init; }
 
+    /// <summary>This process's rank in a data-parallel job: it reads its shard of each epoch's order (PyTorch's
+    /// <c>DistributedSampler</c>: positions <c>Rank</c>, <c>Rank + WorldSize</c>, …).</summary>
+    public int Rank { get; init; }
+
+    /// <summary>Number of processes sharing each epoch (1: this loader reads everything).</summary>
+    public int WorldSize { get; init; } = 1;
+
+    /// <summary>With several processes: pad the order by repeating its start so every rank gets the same number of
+    /// samples, as <c>DistributedSampler</c> does (training: every rank must run the same number of steps); false
+    /// takes the unpadded order so each sample counts once (evaluation).</summary>
+    public bool EvenShards { get; init; } = true;
+
     internal void Validate()
     {
+        if (WorldSize <= 0) throw new ArgumentException($"BatchLoaderOptions.WorldSize = {WorldSize}; it must be at least 1.");
+        if (Rank < 0 || Rank >= WorldSize) throw new ArgumentException($"BatchLoaderOptions.Rank = {Rank}; it must be in [0, {WorldSize}).");
         if (BatchSize <= 0) throw new ArgumentException($"BatchLoaderOptions.BatchSize = {BatchSize}; it must be positive.");
         if (Workers <= 0) throw new ArgumentException($"BatchLoaderOptions.Workers = {Workers}; it must be at least 1.");
         if (PrefetchPerWorker <= 0) throw new ArgumentException($"BatchLoaderOptions.PrefetchPerWorker = {PrefetchPerWorker}; it must be at least 1.");
