@@ -235,7 +235,7 @@ public sealed class Trainer
             {
                 if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
                 MetricsCsv.Write(metricsPath, history);
-                TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model} on {_data.Description}");
+                TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model}: {_data.Train.Count} training images, {classes} classes");
             }
             group?.Barrier("metrics and plot written");
             if (group is null ? cancellationToken.IsCancellationRequested : stopAgreed) throw new OperationCanceledException(cancellationToken);
