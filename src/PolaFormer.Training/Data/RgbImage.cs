@@ -23,6 +23,16 @@ public sealed class RgbImage
         Pixels = pixels;
     }
 
+    /// <summary>Decodes a JPEG or PNG file (alpha dropped, like PIL's <c>convert("RGB")</c>).</summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a readable JPEG or PNG image.</exception>
+    public static RgbImage Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No image at '{path}'.", path);
+        return ImageDecoder.TryDecode(path) ?? throw new InvalidDataException($"'{path}' is not a readable JPEG or PNG image.");
+    }
+
     /// <summary>A new image filled with one colour.</summary>
     internal RgbImage(int width, int height, byte r, byte g, byte b)
         : this(width, height, new byte[width * height * 3])
