@@ -61,7 +61,7 @@ def main():
                     if language == 'csharp':
                         r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV)
                     else:
-                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap)
+                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap, extra_env=b.PYTHON_ENV)
                     r.update(series=key, language=language, impl=impl, tokens=tokens, mode=mode, round=rnd,
                              cap_bytes=cap, dim=a.dim, heads=a.heads, batch=a.batch, threads=a.threads)
                     b.append_jsonl(out, r)

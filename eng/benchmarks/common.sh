@@ -16,6 +16,6 @@ if ! command -v dotnet >/dev/null 2>&1; then
 fi
 if "$PY" -c 'import torch, re, sys; sys.exit(0 if "BLAS_INFO=generic" in torch.__config__.show() else 1)' 2>/dev/null \
    && readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null | grep -q '/blas/libblas'; then
-  echo "[bench] warning: this PyTorch calls the reference BLAS (libblas3); install libopenblas0-pthread for a fair comparison" >&2
+  echo "[bench] warning: this PyTorch calls the reference BLAS (libblas3); install libopenblas0-openmp for a fair comparison" >&2
 fi
 export PY
