@@ -79,7 +79,8 @@ internal static class Measurement
         {
             foreach (var line in File.ReadLines("/proc/self/status"))
                 if (line.StartsWith(key, StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+                    // "VmHWM:\t  123456 kB": a tab after the key, and no padding once the number has 8 digits
+                    return long.Parse(line[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }

@@ -42,26 +42,32 @@ def main():
     p.add_argument('--cap-gib', type=float, default=20, help='address-space cap per process (protects the machine)')
     p.add_argument('--no-build', action='store_true')
     p.add_argument('--no-profile', action='store_true')
+    p.add_argument('--append', action='store_true', help='add to results/attention.jsonl instead of starting afresh')
     a = p.parse_args()
 
     if not a.no_build:
         b.build()
     py = b.python_with_torch()
     (b.RESULTS / 'machine.json').parent.mkdir(parents=True, exist_ok=True)
-    (b.RESULTS / 'machine.json').write_text(json.dumps(b.machine(), indent=2) + '\n')
+    if not a.append or not (b.RESULTS / 'machine.json').exists():
+        (b.RESULTS / 'machine.json').write_text(json.dumps(b.machine(), indent=2) + '\n')
     cap = int(a.cap_gib * b.GIB)
     out = 'attention.jsonl'
-    b.write_jsonl(out, [])
+    if not a.append:
+        b.write_jsonl(out, [])
     for tokens in [int(t) for t in a.tokens.split(',')]:
         for mode in a.modes.split(','):
             for rnd in range(1, a.rounds + 1):
                 for key, language, impl in SERIES:
                     common = ['--impl', impl, '--tokens', tokens, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
                               '--mode', mode, '--threads', a.threads, *timing(tokens, impl)]
+                    # a retry of a tens-of-seconds softmax run costs more than the noise it removes
+                    retries = dict(retries=0) if tokens >= 25600 and impl == 'softmax' else {}
                     if language == 'csharp':
-                        r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV)
+                        r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV, **retries)
                     else:
-                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap, extra_env=b.PYTHON_ENV)
+                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap,
+                                       extra_env=b.PYTHON_ENV, **retries)
                     r.update(series=key, language=language, impl=impl, tokens=tokens, mode=mode, round=rnd,
                              cap_bytes=cap, dim=a.dim, heads=a.heads, batch=a.batch, threads=a.threads)
                     b.append_jsonl(out, r)
