@@ -31,5 +31,13 @@ internal sealed class Arguments
             : throw new ArgumentException($"--{name} is '{text}'; expected an integer.");
     }
 
+    public double Double(string name, double fallback)
+    {
+        if (!_values.TryGetValue(name, out var text)) return fallback;
+        return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v)
+            ? v
+            : throw new ArgumentException($"--{name} is '{text}'; expected a number.");
+    }
+
     public bool Flag(string name) => _flags.Contains(name);
 }

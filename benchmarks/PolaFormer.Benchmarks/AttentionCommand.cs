@@ -7,7 +7,7 @@ namespace PolaFormer.Benchmarks;
 
 /// <summary>
 /// <c>attention --impl pola|pola-reference|softmax --tokens N --dim D --heads H --batch B --mode fwd|fwdbwd
-/// --threads T --json</c>: one attention layer (PVT style: polarity attention with its projections and depthwise
+/// --threads T --json [--warmup W --iterations I --min-seconds S --max-seconds M]</c>: one attention layer (PVT style: polarity attention with its projections and depthwise
 /// convolution, or softmax attention, no spatial reduction) on a square token grid.
 /// </summary>
 internal static class AttentionCommand
@@ -37,6 +37,7 @@ internal static class AttentionCommand
         var r = randn(batch, tokens, dim);
         if (mode == "fwd") layer.eval(); else layer.train();
 
+        var timing = TimingOptions.From(args, new TimingOptions());
         var result = Measurement.Time(() =>
         {
             using var scope = NewDisposeScope();
@@ -51,16 +52,17 @@ internal static class AttentionCommand
                 (layer.forward(input, side, side) * r).sum().backward();
                 layer.zero_grad();
             }
-        });
+        }, timing);
 
         var report = new
         {
             benchmark = "attention", impl, tokens, dim, heads, batch, mode, threads,
             median_ms = result.MedianMs, min_ms = result.MinMs, max_ms = result.MaxMs, iterations = result.Iterations,
-            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline,
-            torch_version = torch.__version__, runtime = "TorchSharp " + typeof(torch).Assembly.GetName().Version,
+            warmup_iterations = result.WarmupIterations,
+            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline, peak_extra_bytes = result.PeakRssBytes - baseline,
+            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, blas = Measurement.BlasLibraries(), language = "csharp",
         };
-        Console.WriteLine(JsonSerializer.Serialize(report, Measurement.Json));
+        Report.Print(report, args.Flag("json"));
         return 0;
     }
 

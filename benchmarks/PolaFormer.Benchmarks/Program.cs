@@ -7,6 +7,10 @@ try
     return args.FirstOrDefault() switch
     {
         "attention" => AttentionCommand.Run(new Arguments(args.Skip(1))),
+        "model" => ModelCommand.Run(new Arguments(args.Skip(1))),
+        "matmul" => MatmulCommand.Run(new Arguments(args.Skip(1))),
+        "flops" => FlopsCommand.Run(new Arguments(args.Skip(1))),
+        "profile-attention" => ProfileAttentionCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
         "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""PyTorch side of the attention benchmark: the same arguments and JSON fields as
+
+    dotnet run -c Release --project benchmarks/PolaFormer.Benchmarks -- attention ...
+
+--impl pola     the official op sequence of the PVT-style polarity attention (models.pola_pvt.PolaLinearAttention,
+                ZacharyMeng/PolaFormer @ 44cdd39), written out here from tests/PolaFormer.Tests/Golden/README.md
+                ("Behaviours of the official code"); the official repository is not imported.
+--impl softmax  softmax attention (models.pola_pvt.Attention): q and kv Linear, softmax(q k^T * scale) v, proj.
+
+Run each configuration in its own process: peak_rss_bytes is the process's ru_maxrss, so it is per-configuration
+only in a fresh process (as on the C# side).
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--impl', default='pola', choices=['pola', 'softmax'])
+    p.add_argument('--tokens', type=int, default=3136)
+    p.add_argument('--dim', type=int, default=64)
+    p.add_argument('--heads', type=int, default=2)
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--mode', default='fwdbwd', choices=['fwd', 'fwdbwd'])
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--iterations', type=int, default=15, help='timed iterations at least')
+    p.add_argument('--min-seconds', type=float, default=3.0)
+    p.add_argument('--max-seconds', type=float, default=60.0)
+    p.add_argument('--max-iterations', type=int, default=1000)
+    p.add_argument('--json', action='store_true')
+    return p.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == '__main__' else None
+if ARGS is not None:
+    # Debian's PyTorch calls the system BLAS (libblas.so.3: OpenBLAS where installed), which reads its thread count
+    # from the environment at load time, not from torch.set_num_threads: set it before torch is imported. Prefer
+    # the OpenMP build of OpenBLAS (libopenblas0-openmp; LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp,
+    # as eng/benchmarks does): it shares PyTorch's OpenMP threads, where the pthread build's own threads spin beside
+    # them and oversubscribe the cores.
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ[var] = str(ARGS.threads)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+
+class PolaLinearAttention(nn.Module):
+    """models.pola_pvt.PolaLinearAttention, op for op (attention dropout p=0 as in the released configs)."""
+
+    def __init__(self, dim, num_patches, num_heads=8, qkv_bias=False, proj_drop=0., sr_ratio=1, kernel_size=5, alpha=4):
+        super().__init__()
+        assert dim % num_heads == 0
+        self.dim = dim
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.head_dim = head_dim
+        self.qg = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        self.dwc = nn.Conv2d(in_channels=head_dim, out_channels=head_dim, kernel_size=kernel_size,
+                             groups=head_dim, padding=kernel_size // 2)
+        self.power = nn.Parameter(torch.zeros(size=(1, self.num_heads, 1, self.head_dim)))
+        self.alpha = alpha
+        self.scale = nn.Parameter(torch.zeros(size=(1, 1, dim)))
+        self.positional_encoding = nn.Parameter(torch.zeros(size=(1, num_patches // (sr_ratio * sr_ratio), dim)))
+
+    def forward(self, x, H, W):
+        B, N, C = x.shape
+        q, g = self.qg(x).reshape(B, N, 2, C).unbind(2)
+        if self.sr_ratio > 1:
+            x_ = x.permute(0, 2, 1).reshape(B, C, H, W)
+            x_ = self.sr(x_).reshape(B, C, -1).permute(0, 2, 1)
+            x_ = self.norm(x_)
+            kv = self.kv(x_).reshape(B, -1, 2, C).permute(2, 0, 1, 3)
+        else:
+            kv = self.kv(x).reshape(B, -1, 2, C).permute(2, 0, 1, 3)
+        k, v = kv[0], kv[1]
+        n = k.shape[1]
+
+        k = k + self.positional_encoding
+        kernel_function = nn.ReLU()
+        scale = nn.Softplus()(self.scale)
+        power = 1 + self.alpha * torch.sigmoid(self.power)  # official: nn.functional.sigmoid, a deprecated alias
+
+        q = q / scale
+        k = k / scale
+        q = q.reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3).contiguous()
+        k = k.reshape(B, n, self.num_heads, -1).permute(0, 2, 1, 3).contiguous()
+        v = v.reshape(B, n, self.num_heads, -1).permute(0, 2, 1, 3).contiguous()
+
+        q_pos = kernel_function(q) ** power
+        q_neg = kernel_function(-q) ** power
+        k_pos = kernel_function(k) ** power
+        k_neg = kernel_function(-k) ** power
+
+        q_sim = torch.cat([q_pos, q_neg], dim=-1)
+        q_opp = torch.cat([q_neg, q_pos], dim=-1)
+        k = torch.cat([k_pos, k_neg], dim=-1)
+
+        v1, v2 = torch.chunk(v, 2, dim=-1)
+
+        z = 1 / (q_sim @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+        kv = (k.transpose(-2, -1) * (n ** -0.5)) @ (v1 * (n ** -0.5))
+        x_sim = q_sim @ kv * z
+        z = 1 / (q_opp @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+        kv = (k.transpose(-2, -1) * (n ** -0.5)) @ (v2 * (n ** -0.5))
+        x_opp = q_opp @ kv * z
+
+        x = torch.cat([x_sim, x_opp], dim=-1)
+        x = x.transpose(1, 2).reshape(B, N, C)
+
+        if self.sr_ratio > 1:
+            v = nn.functional.interpolate(v.transpose(-2, -1).reshape(B * self.num_heads, -1, n), size=N,
+                                          mode='linear').reshape(B, self.num_heads, -1, N).transpose(-2, -1)
+
+        v = v.reshape(B * self.num_heads, H, W, -1).permute(0, 3, 1, 2)
+        v = self.dwc(v).reshape(B, C, N).permute(0, 2, 1)
+        x = x + v
+        x = x * g
+
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+
+class Attention(nn.Module):
+    """models.pola_pvt.Attention (softmax attention, optional spatial reduction), op for op."""
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0., proj_drop=0., sr_ratio=1):
+        super().__init__()
+        assert dim % num_heads == 0
+        self.dim = dim
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x, H, W):
+        B, N, C = x.shape
+        q = self.q(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        if self.sr_ratio > 1:
+            x_ = x.permute(0, 2, 1).reshape(B, C, H, W)
+            x_ = self.sr(x_).reshape(B, C, -1).permute(0, 2, 1)
+            x_ = self.norm(x_)
+            kv = self.kv(x_).reshape(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        else:
+            kv = self.kv(x).reshape(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+
+def blas_library():
+    """The BLAS shared object this process actually loaded (Debian's PyTorch uses the system libblas.so.3)."""
+    try:
+        with open('/proc/self/maps') as f:
+            paths = {line.split()[-1] for line in f if '/' in line}
+        hits = sorted(p for p in paths if any(n in os.path.basename(p) for n in ('blas', 'mkl', 'blis')))
+        return ', '.join(os.path.realpath(p) for p in hits) or 'none found'
+    except OSError:
+        return 'unknown'
+
+
+def current_rss():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def time_it(step, warmup, min_iterations, min_seconds, max_seconds, max_iterations, max_warmup_seconds=3.0):
+    """Same rule as Measurement.Time on the C# side."""
+    start = time.perf_counter()
+    warmups = 0
+    while warmups < warmup and (warmups == 0 or time.perf_counter() - start < max_warmup_seconds):
+        step()
+        warmups += 1
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < max(1, max_iterations):
+        elapsed = time.perf_counter() - start
+        if len(samples) >= min_iterations and elapsed >= min_seconds:
+            break
+        if len(samples) >= 1 and elapsed >= max_seconds:
+            break
+        t0 = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples, warmups
+
+
+def main():
+    a = ARGS
+
+    side = int(round(math.sqrt(a.tokens)))
+    if side * side != a.tokens:
+        sys.exit(f'error: --tokens is {a.tokens}; expected a square number (the layer runs on a side x side grid).')
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    baseline = current_rss()
+    if a.impl == 'pola':
+        layer = PolaLinearAttention(a.dim, a.tokens, a.heads, qkv_bias=True)
+        # The official init leaves these at zero; spread them as trained ones are (same rule as the C# side).
+        with torch.no_grad():
+            for name, prm in layer.named_parameters():
+                if name in ('power', 'scale', 'positional_encoding'):
+                    prm.copy_(torch.randn_like(prm) * (1.0 if name == 'power' else 0.5))
+    else:
+        layer = Attention(a.dim, a.heads, qkv_bias=True)
+    x = torch.randn(a.batch, a.tokens, a.dim)
+    r = torch.randn(a.batch, a.tokens, a.dim)
+
+    if a.mode == 'fwd':
+        layer.eval()
+
+        def step():
+            with torch.no_grad():
+                layer(x, side, side)
+    else:
+        layer.train()
+
+        def step():
+            inp = x.detach().requires_grad_(True)
+            (layer(inp, side, side) * r).sum().backward()
+            layer.zero_grad()
+
+    samples, warmups = time_it(step, a.warmup, a.iterations, a.min_seconds, a.max_seconds, a.max_iterations)
+    peak = peak_rss()
+    report = {
+        'benchmark': 'attention', 'impl': a.impl, 'tokens': a.tokens, 'dim': a.dim, 'heads': a.heads, 'batch': a.batch,
+        'mode': a.mode, 'threads': a.threads,
+        'median_ms': statistics.median(samples), 'min_ms': min(samples), 'max_ms': max(samples),
+        'iterations': len(samples), 'warmup_iterations': warmups,
+        'peak_rss_bytes': peak, 'baseline_rss_bytes': baseline, 'peak_extra_bytes': peak - baseline,
+        'torch_version': torch.__version__, 'runtime': f'PyTorch {torch.__version__} (Python {sys.version.split()[0]})',
+        'blas': blas_library(),
+        'language': 'python',
+    }
+    if a.json:
+        print(json.dumps(report))
+    else:
+        for k, v in report.items():
+            print(f'{k:20} {v}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Attention scaling sweep: ours (C#, TorchSharp) against the official op sequence in PyTorch, each configuration in
+a fresh process, the series interleaved (A B C D E, A B C D E) so both sides see the same machine state.
+Writes eng/benchmarks/results/attention.jsonl, profile.jsonl and machine.json; render.py turns them into
+docs/benchmarks.md. See eng/benchmarks/run-attention-sweep.sh."""
+import argparse
+import json
+
+import benchlib as b
+
+SERIES = [  # (key, language, impl)
+    ('ours-pola', 'csharp', 'pola'),
+    ('ours-pola-reference', 'csharp', 'pola-reference'),
+    ('ours-softmax', 'csharp', 'softmax'),
+    ('pytorch-pola', 'python', 'pola'),
+    ('pytorch-softmax', 'python', 'softmax'),
+]
+
+
+def timing(tokens, impl):
+    """Enough iterations to be stable, but bounded: softmax at 25,600 tokens takes tens of seconds per iteration."""
+    if tokens >= 25600 and impl == 'softmax':
+        # One timed iteration, no warm-up (first-call overheads are milliseconds against tens of seconds); the
+        # two rounds give two samples.
+        return ['--warmup', 0, '--iterations', 1, '--min-seconds', 0, '--max-seconds', 0]
+    if tokens >= 12544:
+        return ['--warmup', 2, '--iterations', 5, '--min-seconds', 1, '--max-seconds', 12]
+    if tokens >= 6400:
+        return ['--warmup', 3, '--iterations', 9, '--min-seconds', 1.5, '--max-seconds', 10]
+    return ['--warmup', 5, '--iterations', 15, '--min-seconds', 1.5, '--max-seconds', 10]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument('--tokens', default='196,784,3136,6400,12544,25600')
+    p.add_argument('--modes', default='fwdbwd,fwd')
+    p.add_argument('--rounds', type=int, default=2)
+    p.add_argument('--dim', type=int, default=64)
+    p.add_argument('--heads', type=int, default=2)
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--cap-gib', type=float, default=20, help='address-space cap per process (protects the machine)')
+    p.add_argument('--no-build', action='store_true')
+    p.add_argument('--no-profile', action='store_true')
+    p.add_argument('--append', action='store_true', help='add to results/attention.jsonl instead of starting afresh')
+    a = p.parse_args()
+
+    if not a.no_build:
+        b.build()
+    py = b.python_with_torch()
+    (b.RESULTS / 'machine.json').parent.mkdir(parents=True, exist_ok=True)
+    if not a.append or not (b.RESULTS / 'machine.json').exists():
+        (b.RESULTS / 'machine.json').write_text(json.dumps(b.machine(), indent=2) + '\n')
+    cap = int(a.cap_gib * b.GIB)
+    out = 'attention.jsonl'
+    if not a.append:
+        b.write_jsonl(out, [])
+    for tokens in [int(t) for t in a.tokens.split(',')]:
+        for mode in a.modes.split(','):
+            for rnd in range(1, a.rounds + 1):
+                for key, language, impl in SERIES:
+                    common = ['--impl', impl, '--tokens', tokens, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
+                              '--mode', mode, '--threads', a.threads, *timing(tokens, impl)]
+                    # a retry of a tens-of-seconds softmax run costs more than the noise it removes
+                    retries = dict(retries=0) if tokens >= 25600 and impl == 'softmax' else {}
+                    if language == 'csharp':
+                        r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV, **retries)
+                    else:
+                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap,
+                                       extra_env=b.PYTHON_ENV, **retries)
+                    r.update(series=key, language=language, impl=impl, tokens=tokens, mode=mode, round=rnd,
+                             cap_bytes=cap, dim=a.dim, heads=a.heads, batch=a.batch, threads=a.threads)
+                    b.append_jsonl(out, r)
+                    b.log(f'N={tokens:6} {mode:6} round {rnd} {key:20}',
+                          'FAILED: ' + r['error'] if r.get('failed') else
+                          f"{r['median_ms']:10.2f} ms  x{r['iterations']:<4} peak {r['peak_rss_bytes'] / 2**20:8.0f} MiB")
+
+    if not a.no_profile:
+        argv = b.csharp('profile-attention', '--tokens', 3136, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
+                        '--threads', a.threads, '--min-seconds', 1.5)
+        import subprocess
+        proc = subprocess.run(argv, capture_output=True, text=True, env=dict(__import__('os').environ, **b.DOTNET_ENV))
+        b.write_jsonl('profile.jsonl', [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')])
+        b.log('profile at N=3136 written')
+
+
+if __name__ == '__main__':
+    main()
