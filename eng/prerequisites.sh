@@ -4,7 +4,8 @@
 # Why: TorchSharp 0.107's native glue (libLibTorchSharp.so) was built with GCC 13 and needs the
 # GLIBCXX_3.4.32 symbol version from the system libstdc++. Debian 12 ships GCC 12's libstdc++
 # (up to GLIBCXX_3.4.30), so `using TorchSharp` fails with a TypeInitializationException there.
-# The fix is Debian 13's libstdc++6, pinned at low priority so nothing else on the system moves.
+# The fix is Debian 13's libstdc++6 with the trixie source pinned at priority 100: only libstdc++6 and the packages
+# it requires (libc6, base-files and about 25 small ones; /etc/os-release then says 13) come from trixie.
 # Systems that already have GLIBCXX_3.4.32 (Debian 13+, Ubuntu 24.04+, Fedora 39+) are left alone.
 #
 # Open MPI: the distributed tests run three ranks under mpirun (the mpi backend calls libmpi.so.40 directly).
@@ -77,7 +78,7 @@ fi
 
 need_root "Debian 13's libstdc++6"
 
-log "installing Debian 13 (trixie) libstdc++6, pinned at priority 100 so nothing else is upgraded..."
+log "installing Debian 13 (trixie) libstdc++6, pinned at priority 100 (only it and what it requires move)..."
 $SUDO tee /etc/apt/sources.list.d/polaformer-trixie.sources >/dev/null <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
