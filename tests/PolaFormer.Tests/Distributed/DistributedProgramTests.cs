@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using FluentAssertions;
+using PolaFormer.Tests.Infrastructure;
 using Xunit;
 
 namespace PolaFormer.Tests.Distributed;
@@ -13,32 +14,11 @@ public sealed class DistributedProgramTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    private static (int Exit, string Out, string Error) Run(IReadOnlyDictionary<string, string>? environment, params string[] args)
-    {
-        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        string tfm = here.Name, configuration = here.Parent!.Name;
-        var repo = here.Parent!.Parent!.Parent!.Parent!.Parent!;
-        var program = Path.Combine(repo.FullName, "samples", "PolaFormer.Train", "bin", configuration, tfm, "polaformer-train.dll");
-        File.Exists(program).Should().BeTrue($"the sample program must be built ({program}); `dotnet test PolaFormer.sln` builds it");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(program);
-        foreach (var a in args) start.ArgumentList.Add(a);
-        foreach (var name in new[] { "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT" }) start.Environment.Remove(name);
-        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        process.WaitForExit(120_000).Should().BeTrue("the program must finish");
-        return (process.ExitCode, output.Result, error.Result);
-    }
+    private static (int Exit, string Out, string Error) Run(IReadOnlyDictionary<string, string>? environment, params string[] args) =>
+        TrainProgram.Run(environment, args);
 
-    private static void ShouldFailWithOneLine((int Exit, string Out, string Error) result, string expected)
-    {
-        result.Exit.Should().NotBe(0);
-        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        lines.Should().ContainSingle($"one line, not a stack trace: {result.Error}");
-        lines[0].Should().StartWith("error: ").And.Match(expected);
-    }
+    private static void ShouldFailWithOneLine((int Exit, string Out, string Error) result, string expected) =>
+        TrainProgram.ShouldFailWithOneLine(result, expected);
 
     [Fact]
     public void Nccl_without_the_library_says_what_to_install()

@@ -12,38 +12,10 @@ public sealed class TrainProgramTests : TorchTest, IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    private static string ProgramPath()
-    {
-        // tests/PolaFormer.Tests/bin/<Configuration>/<tfm>/ → samples/PolaFormer.Train/bin/<Configuration>/<tfm>/
-        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        string tfm = here.Name, configuration = here.Parent!.Name;
-        var repo = here;
-        while (repo is not null && !File.Exists(Path.Combine(repo.FullName, "PolaFormer.sln"))) repo = repo.Parent;
-        repo.Should().NotBeNull("the tests run inside the repository");
-        var path = Path.Combine(repo!.FullName, "samples", "PolaFormer.Train", "bin", configuration, tfm, "polaformer-train.dll");
-        File.Exists(path).Should().BeTrue($"the sample program must be built ({path}); `dotnet test PolaFormer.sln` builds it");
-        return path;
-    }
+    private static (int Exit, string Out, string Error) Run(params string[] args) => TrainProgram.Run(null, args);
 
-    private static (int Exit, string Out, string Error) Run(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(ProgramPath());
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        process.WaitForExit(120_000).Should().BeTrue("the program must finish");
-        return (process.ExitCode, output.Result, error.Result);
-    }
-
-    private static void ShouldFailWithOneLine((int Exit, string Out, string Error) result, string expected)
-    {
-        result.Exit.Should().NotBe(0);
-        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        lines.Should().ContainSingle($"one line, not a stack trace: {result.Error}");
-        lines[0].Should().StartWith("error: ").And.Match(expected);
-    }
+    private static void ShouldFailWithOneLine((int Exit, string Out, string Error) result, string expected) =>
+        TrainProgram.ShouldFailWithOneLine(result, expected);
 
     [Fact]
     public void Missing_data_folder()
