@@ -13,6 +13,9 @@ using static TorchSharp.torch;
 
 namespace PolaFormer.Tests.Training;
 
+// Training draws drop-path masks from torch's process-wide generator, and bit-exact comparisons need LibTorch's
+// thread count to stay put: nothing else may run beside these tests.
+[Collection(ProcessWideMeasurements.Name)]
 public sealed class TrainerTests : TorchTest, IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("polaformer-train-").FullName;

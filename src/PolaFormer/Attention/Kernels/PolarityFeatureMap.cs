@@ -76,11 +76,11 @@ internal static class PolarityFeatureMap
         public static Layout Of(Tensor x) => new(x.shape[0] * x.shape[1] * x.shape[2], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3]);
     }
 
-    private static (int Blocks, long RowsPerBlock) Partition(long rows)
-    {
-        long perBlock = Math.Max(1, Math.Min(256, rows / Math.Max(1, 8L * torch.get_num_threads())));
-        return ((int)((rows + perBlock - 1) / perBlock), perBlock);
-    }
+    // A fixed block size, not one derived from the thread count: the exponent gradient is summed block by block in
+    // block order, so the same inputs give the same bits on any number of threads.
+    private const long RowsPerBlock = 64;
+
+    private static (int Blocks, long RowsPerBlock) Partition(long rows) => ((int)((rows + RowsPerBlock - 1) / RowsPerBlock), RowsPerBlock);
 
     private static ParallelOptions Workers() => new() { MaxDegreeOfParallelism = Math.Max(1, torch.get_num_threads()) };
 

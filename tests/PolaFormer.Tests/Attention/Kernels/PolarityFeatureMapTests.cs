@@ -47,6 +47,20 @@ public sealed class PolarityFeatureMapTests : TorchTest
         gp1.ShouldBeClose(gp2, 1e-5, "power gradient summed over heads");
     }
 
+    internal static (Tensor Y, Tensor Gx, Tensor Gp) Run(Tensor x, Tensor power, Tensor r, Func<Tensor, Tensor, Tensor> map)
+    {
+        var xx = x.detach().clone().requires_grad_(true);
+        var pp = power.detach().clone().requires_grad_(true);
+        var y = map(xx, pp);
+        (y * r).sum().backward();
+        return (y.detach(), xx.grad!, pp.grad!);
+    }
+}
+
+/// <summary>Changes LibTorch's process-wide thread count, so it runs alone.</summary>
+[Collection(PolaFormer.Tests.Training.ProcessWideMeasurements.Name)]
+public sealed class PolarityFeatureMapThreadTests : TorchTest
+{
     [Fact]
     public void Runs_are_bit_identical_whatever_the_thread_count()
     {
@@ -58,9 +72,9 @@ public sealed class PolarityFeatureMapTests : TorchTest
         try
         {
             set_num_threads(1);
-            var (_, gx1, gp1) = Run(x, power, r, PolarityFeatureMap.Apply);
+            var (_, gx1, gp1) = PolarityFeatureMapTests.Run(x, power, r, PolarityFeatureMap.Apply);
             set_num_threads(2);
-            var (_, gx2, gp2) = Run(x, power, r, PolarityFeatureMap.Apply);
+            var (_, gx2, gp2) = PolarityFeatureMapTests.Run(x, power, r, PolarityFeatureMap.Apply);
             gx1.eq(gx2).all().item<bool>().Should().BeTrue();
             gp1.eq(gp2).all().item<bool>().Should().BeTrue();
         }
@@ -70,12 +84,4 @@ public sealed class PolarityFeatureMapTests : TorchTest
         }
     }
 
-    private static (Tensor Y, Tensor Gx, Tensor Gp) Run(Tensor x, Tensor power, Tensor r, Func<Tensor, Tensor, Tensor> map)
-    {
-        var xx = x.detach().clone().requires_grad_(true);
-        var pp = power.detach().clone().requires_grad_(true);
-        var y = map(xx, pp);
-        (y * r).sum().backward();
-        return (y.detach(), xx.grad!, pp.grad!);
-    }
 }
