@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/benchmarks.md (about 25 minutes on 2 cores): build once, then the three drivers.
+# Every benchmark behind docs/benchmarks.md (about 30 minutes on an idle 2-core machine): build once, then the three
+# drivers. On a shared machine, `attention_sweep.py --fill 1` and `models.py --fill 1` afterwards re-measure the
+# configurations that a neighbour's job disturbed.
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./common.sh
