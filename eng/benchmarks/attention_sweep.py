@@ -30,6 +30,49 @@ def timing(tokens, impl):
     return ['--warmup', 5, '--iterations', 15, '--min-seconds', 1.5, '--max-seconds', 10]
 
 
+def run_one(a, py, cap, key, language, impl, tokens, mode, rnd, **retries):
+    common = ['--impl', impl, '--tokens', tokens, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
+              '--mode', mode, '--threads', a.threads, *timing(tokens, impl)]
+    if language == 'csharp':
+        r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV, **retries)
+    else:
+        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap, extra_env=b.PYTHON_ENV, **retries)
+    r.update(series=key, language=language, impl=impl, tokens=tokens, mode=mode, round=rnd,
+             cap_bytes=cap, dim=a.dim, heads=a.heads, batch=a.batch, threads=a.threads)
+    return r
+
+
+def fill(a, py, cap, out):
+    """Extra rounds for configurations that no clean process measured (see benchlib.clean) or whose clean processes
+    disagree (slowest median > 1.25 × fastest, or every median > 2 × the fastest iteration)."""
+    for extra in range(a.fill):
+        rows = b.read_jsonl(out)
+        todo = []
+        for key, language, impl in SERIES:
+            for tokens in sorted({r['tokens'] for r in rows}):
+                if impl == 'softmax' and tokens >= 25600:
+                    continue  # tens of seconds per process; its rounds agree within a few per cent anyway
+                for mode in sorted({r['mode'] for r in rows}):
+                    done = [r for r in rows if (r['series'], r['tokens'], r['mode']) == (key, tokens, mode)]
+                    use = b.clean(done)
+                    if not use:
+                        continue
+                    quiet = any(r.get('other_cores_during', 0) <= b.CLEAN for r in use)
+                    ok = sorted(r['median_ms'] for r in use)
+                    fastest = min(r['min_ms'] for r in use)
+                    agree = len(ok) >= 2 and ok[-1] / ok[0] <= 1.25 and ok[0] <= 2 * fastest
+                    if quiet and (agree or len(ok) >= 3):
+                        continue
+                    todo.append((key, language, impl, tokens, mode, max(r['round'] for r in done) + 1))
+        b.log(f'fill pass {extra + 1}: {len(todo)} configurations')
+        for key, language, impl, tokens, mode, rnd in todo:
+            r = run_one(a, py, cap, key, language, impl, tokens, mode, rnd)
+            b.append_jsonl(out, r)
+            b.log(f'N={tokens:6} {mode:6} round {rnd} {key:20}',
+                  'FAILED: ' + r['error'] if r.get('failed') else
+                  f"{r['median_ms']:10.2f} ms  (others {r['other_cores_during']:.2f} cores)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--tokens', default='196,784,3136,6400,12544,25600')
@@ -43,33 +86,33 @@ def main():
     p.add_argument('--no-build', action='store_true')
     p.add_argument('--no-profile', action='store_true')
     p.add_argument('--append', action='store_true', help='add to results/attention.jsonl instead of starting afresh')
+    p.add_argument('--fill', type=int, default=0, metavar='K',
+                   help='instead of a sweep: up to K more rounds of every configuration whose processes disagree '
+                        '(slowest median > 1.25 × fastest, or every median > 2 × the fastest iteration), so that its median '
+                        'is taken over three or more processes')
     a = p.parse_args()
 
     if not a.no_build:
         b.build()
     py = b.python_with_torch()
     (b.RESULTS / 'machine.json').parent.mkdir(parents=True, exist_ok=True)
-    if not a.append or not (b.RESULTS / 'machine.json').exists():
+    keep = a.append or a.fill
+    if not keep or not (b.RESULTS / 'machine.json').exists():
         (b.RESULTS / 'machine.json').write_text(json.dumps(b.machine(), indent=2) + '\n')
     cap = int(a.cap_gib * b.GIB)
     out = 'attention.jsonl'
-    if not a.append:
+    if not keep:
         b.write_jsonl(out, [])
+    if a.fill:
+        fill(a, py, cap, out)
+        return
     for tokens in [int(t) for t in a.tokens.split(',')]:
         for mode in a.modes.split(','):
             for rnd in range(1, a.rounds + 1):
                 for key, language, impl in SERIES:
-                    common = ['--impl', impl, '--tokens', tokens, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
-                              '--mode', mode, '--threads', a.threads, *timing(tokens, impl)]
                     # a retry of a tens-of-seconds softmax run costs more than the noise it removes
                     retries = dict(retries=0) if tokens >= 25600 and impl == 'softmax' else {}
-                    if language == 'csharp':
-                        r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV, **retries)
-                    else:
-                        r = b.run_json([py, str(b.PY_BENCH), *[str(c) for c in common], '--json'], cap,
-                                       extra_env=b.PYTHON_ENV, **retries)
-                    r.update(series=key, language=language, impl=impl, tokens=tokens, mode=mode, round=rnd,
-                             cap_bytes=cap, dim=a.dim, heads=a.heads, batch=a.batch, threads=a.threads)
+                    r = run_one(a, py, cap, key, language, impl, tokens, mode, rnd, **retries)
                     b.append_jsonl(out, r)
                     b.log(f'N={tokens:6} {mode:6} round {rnd} {key:20}',
                           'FAILED: ' + r['error'] if r.get('failed') else

@@ -214,6 +214,17 @@ def machine():
     }
 
 
+CLEAN = 0.5  # a process during which other processes kept more than this many cores busy is "contaminated"
+
+
+def clean(records):
+    """The processes of one configuration to aggregate: those no neighbour disturbed (other processes kept at most
+    CLEAN cores busy while they ran) when there are any, else all of them."""
+    ok = [r for r in records if not r.get('failed')]
+    quiet = [r for r in ok if r.get('other_cores_during', 0) <= CLEAN]
+    return quiet or ok
+
+
 def write_jsonl(name, records):
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / name, 'w') as f:

@@ -69,9 +69,16 @@ def attention_section(out, figures):
         return {}
     ok = defaultdict(list)
     failed = defaultdict(list)
+    allrows = defaultdict(list)
     for r in rows:
         key = (r['series'], r['tokens'], r['mode'])
-        (failed if r.get('failed') else ok)[key].append(r)
+        allrows[key].append(r)
+        if r.get('failed'):
+            failed[key].append(r)
+    for key, rs in allrows.items():
+        if b.clean(rs):
+            ok[key] = b.clean(rs)
+    disturbed = {k for k, rs in ok.items() if all(r.get('other_cores_during', 0) > b.CLEAN for r in rs)}
     tokens = sorted({r['tokens'] for r in rows})
     modes = [m for m in ('fwdbwd', 'fwd') if any(r['mode'] == m for r in rows)]
     series = [s for s in SERIES_LABELS if any(r['series'] == s for r in rows)]
@@ -90,11 +97,12 @@ def attention_section(out, figures):
 
     def rounds(s, n, m):
         return ' / '.join(f"{fmt_ms(r['median_ms'])} ({fmt_ms(r['min_ms'])})"
-                          for r in sorted(ok[(s, n, m)], key=lambda r: r['round']))
+                          + ('*' if r.get('other_cores_during', 0) > b.CLEAN else '')
+                          for r in sorted(allrows[(s, n, m)], key=lambda r: r['round']) if not r.get('failed'))
 
     def cell_time(s, n, m):
         if ok[(s, n, m)]:
-            return fmt_ms(t(s, n, m))
+            return fmt_ms(t(s, n, m)) + (' †' if (s, n, m) in disturbed else '')
         return '**failed**' if failed[(s, n, m)] else '–'
 
     def cell_mem(s, n, m):
@@ -107,10 +115,15 @@ def attention_section(out, figures):
 
     noise = [r['other_cores_during'] for r in rows if 'other_cores_during' in r]
     if noise:
-        out.append(f'Noise: while these ran, other processes kept on average {statistics.fmean(noise):.2f} of the 2 '
-                   f'cores busy (median {statistics.median(noise):.2f}, worst {max(noise):.2f}). Each measurement waits '
-                   'up to a few seconds for the machine to be idle and is repeated (up to twice) when other processes '
-                   'used more than 0.35 cores while it ran; the cleanest attempt is kept.\n')
+        out.append(f'**Noise.** While these ran, other processes kept on average {statistics.fmean(noise):.2f} of the 2 '
+                   f'cores busy (median {statistics.median(noise):.2f}, worst {max(noise):.2f}); a neighbour holding one '
+                   'core makes 2-thread OpenMP code 5–40× slower, not 2×. So: each measurement waits a few seconds for '
+                   'the machine to be idle, runs at a raised scheduling priority (nice −10, both sides alike), and is '
+                   'repeated (once) when other processes used more than 0.35 cores while it ran, keeping the cleaner '
+                   'attempt; configurations whose two rounds disagree were given a third round; and the tables '
+                   f'aggregate only undisturbed processes (other processes ≤ {b.CLEAN} cores) where there is one '
+                   '(† marks a configuration that had none). The time tables give the median over the kept processes '
+                   'of each process\'s median iteration.\n')
     summary = {}
     for m in modes:
         name = 'forward + backward' if m == 'fwdbwd' else 'forward (inference, no gradients)'
@@ -124,8 +137,8 @@ def attention_section(out, figures):
                                                       ratio(t('ours-pola', n, m), t('ours-softmax', n, m)),
                                                       ratio(t('ours-pola', n, m), t('pytorch-softmax', n, m)))) + ' |')
         out.append('')
-        out.append(f'Fastest single iteration over both processes (ms) — on a machine this busy the minimum is the '
-                   f'better estimate of what each implementation costs when it has the cores ({name}):\n')
+        out.append(f'Fastest single iteration over the kept processes (ms): on a shared machine the minimum is the '
+                   f'best estimate of what each implementation costs when it has the cores ({name}):\n')
         out.append('| N | ' + ' | '.join(SERIES_LABELS[s] for s in series) +
                    ' | ours vs PyTorch, polarity | polarity vs softmax, ours | ours polarity vs PyTorch softmax |')
         out.append('| ---: | ' + ' | '.join('---:' for _ in series) + ' | ---: | ---: | ---: |')
@@ -136,7 +149,9 @@ def attention_section(out, figures):
                                                       ratio(tmin('ours-pola', n, m), tmin('ours-softmax', n, m)),
                                                       ratio(tmin('ours-pola', n, m), tmin('pytorch-softmax', n, m)))) + ' |')
         out.append('')
-        out.append(f'Per-process medians (and minima), round 1 / round 2 ({name}):\n')
+        out.append(f'Every process, in round order: median (minimum) ms; * = disturbed (other processes kept more than '
+                   f'{b.CLEAN} cores busy while it ran), left out of the tables above when an undisturbed process of '
+                   f'the same configuration exists ({name}):\n')
         out.append('| N | ' + ' | '.join(SERIES_LABELS[s] for s in series) + ' |')
         out.append('| ---: | ' + ' | '.join('---:' for _ in series) + ' |')
         for n in tokens:
@@ -223,8 +238,8 @@ def targets_section(out, summary):
                f'{fmt_x(mem_ours) if mem_ours else "– (did not run)"} ours / {fmt_x(mem_py)} PyTorch | '
                f'{yes((mem_ours or mem_py or 0) >= 20)} |')
     if ts is not None:
-        out.append(f'| time and memory linear in N (log–log slope ≈ 1) | time {ts:.2f}, memory {ms:.2f} | '
-                   f'{yes(ts < 1.15 and ms < 1.15)} |')
+        out.append(f'| time and memory linear in N (log–log slope ≈ 1, N ≥ 3,136) | time {ts:.2f}, peak extra memory '
+                   f'{ms:.2f} (below 1: a fixed ~50 MiB of the peak does not grow with N) | {yes(ts < 1.15 and ms < 1.15)} |')
     out.append('')
 
 
@@ -303,17 +318,18 @@ def models_section(out):
     if not rows:
         out.append('_No model results yet: run `bash eng/benchmarks/run-models.sh`._\n')
         return
-    ok = defaultdict(list)
+    grouped = defaultdict(list)
     for r in rows:
-        if not r.get('failed'):
-            ok[(r['name'], r['mode'], r['batch'])].append(r)
+        grouped[(r['name'], r['mode'], r['batch'])].append(r)
+    ok = defaultdict(list, {k: b.clean(v) for k, v in grouped.items()})
 
     def ips(name, mode, batch):
         v = [r['images_per_s'] for r in ok[(name, mode, batch)]]
         return statistics.median(v) if v else None
 
     def rounds(name, mode, batch):
-        return ' / '.join(f"{r['images_per_s']:.1f}" for r in sorted(ok[(name, mode, batch)], key=lambda r: r['round']))
+        return ' / '.join(f"{r['images_per_s']:.1f}" + ('*' if r.get('other_cores_during', 0) > b.CLEAN else '')
+                          for r in sorted(grouped[(name, mode, batch)], key=lambda r: r['round']) if not r.get('failed'))
 
     names = [n for n in MODEL_LABELS if any(r['name'] == n for r in rows)]
     out.append('| model | GMACs (224²) | inference b1, images/s | inference b8, images/s | official PyTorch b8 | '
@@ -326,7 +342,9 @@ def models_section(out):
                    f"{i8 or 0:.1f} ({rounds(n, 'infer', 8)}) | {off} | {fmt_x(i8 / off if i8 and off else None)} | "
                    f"{ips(n, 'train', 8) or 0:.2f} ({rounds(n, 'train', 8)}) |")
     out.append('')
-    out.append('images/s: median of the two rounds (the per-round medians in brackets). "official PyTorch b8": the '
+    out.append('images/s: median over the undisturbed processes (every process in brackets, in round order; * = '
+               'disturbed, see the noise note in section 1; configurations whose rounds disagreed got a third). '
+               '"official PyTorch b8": the '
                'authors\' code on this machine (Debian PyTorch 1.13.1 / OpenBLAS, 2 threads), figures given in the '
                'issue, not re-measured by these scripts.\n')
     if ceiling:
@@ -412,7 +430,7 @@ def main():
                'sees the same conditions, and the tables give medians (per process: the median of its timed '
                'iterations after warm-up; per configuration: the median of the two processes).\n')
     out.append('```bash')
-    out.append('bash eng/benchmarks/run-all.sh               # everything below (about 25 minutes on 2 cores)')
+    out.append('bash eng/benchmarks/run-all.sh               # everything below (about 30 minutes on an idle 2-core machine; a busy one costs waits and repeats)')
     out.append('bash eng/benchmarks/run-attention-sweep.sh   # attention scaling, ours vs PyTorch (sections 1)')
     out.append('bash eng/benchmarks/run-models.sh            # matmul ceiling, FLOPs, whole models (sections 2, 3)')
     out.append('bash eng/benchmarks/run-memory.sh            # memory at high resolution (section 4)')
@@ -440,7 +458,7 @@ def main():
 
     out.append('## Machine and versions\n')
     if m:
-        out.append(f"- Date: {m.get('date')}; load average when the run started: {m.get('load_average_at_start')}")
+        out.append(f"- Date: {m.get('date')}")
         out.append(f"- CPU: {m.get('cpu')}, {m.get('cpus')} cores ({m.get('threads_per_core')} thread per core, "
                    f"AVX-512: {'yes' if m.get('flags_avx512') else 'no'}); RAM {m.get('memory_gib')} GiB; "
                    f"{m.get('os')}, kernel {m.get('kernel')} (a VM)")
