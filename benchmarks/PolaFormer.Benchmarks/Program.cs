@@ -11,6 +11,7 @@ try
         "matmul" => MatmulCommand.Run(new Arguments(args.Skip(1))),
         "flops" => FlopsCommand.Run(new Arguments(args.Skip(1))),
         "profile-attention" => ProfileAttentionCommand.Run(new Arguments(args.Skip(1))),
+        "profile-model" => ProfileModelCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
         "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),
