@@ -14,7 +14,7 @@
 # 5. writes run.log, attention.jsonl, models.jsonl, summary.md (and missing-symbols.txt on a mismatch) to $OUT.
 # Budget: the script ends itself within $DEADLINE seconds (default 400; give the device call a timeout_s a little
 # above it); each phase has its own limit, cut to what is left, so one hang does not eat the rest and the summary is
-# always written. Expected on an H100/H200: about 4-5 minutes.
+# always written. Measured on an H100 (2026-11-27): 170 s on the machine (eng/gpu/results/2026-11-27-h100/).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mode=gpu
