@@ -40,4 +40,11 @@ internal sealed class Arguments
     }
 
     public bool Flag(string name) => _flags.Contains(name);
+
+    /// <summary>The <c>--cpu-runtime</c> value anywhere on the command line (default: tuned).</summary>
+    public static string CpuRuntime(IReadOnlyList<string> args)
+    {
+        int i = args.ToList().IndexOf("--cpu-runtime");
+        return i >= 0 && i + 1 < args.Count ? args[i + 1] : "tuned";
+    }
 }

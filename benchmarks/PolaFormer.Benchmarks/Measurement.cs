@@ -108,6 +108,9 @@ internal static class Measurement
     }
 
     /// <summary>The runtime fields every JSON line carries.</summary>
+    /// <summary>What <c>--cpu-runtime</c> applied (set once by Program before any tensor).</summary>
+    public static string CpuRuntime { get; set; } = "CPU runtime: defaults";
+
     public static string TorchSharpVersion => "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version;
 
     public static readonly JsonSerializerOptions Json = new()

@@ -1,9 +1,21 @@
 using BenchmarkDotNet.Running;
+using PolaFormer;
 using PolaFormer.Benchmarks;
 
 // Scripted modes print one JSON object per measurement; anything else goes to BenchmarkDotNet.
 try
 {
+    // Before any tensor: the OpenMP wait policy is read when LibTorch loads. Every scripted mode accepts
+    // --cpu-runtime tuned|passive|default (tuned = TorchRuntime.ConfigureCpu(), what the training program does; the
+    // Python side applies the same settings) and reports it as cpu_runtime.
+    Measurement.CpuRuntime = Arguments.CpuRuntime(args) switch
+    {
+        "tuned" => TorchRuntime.ConfigureCpu(),
+        "passive" => TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = OpenMpWaitPolicy.Passive }),
+        "default" => "CPU runtime: defaults",
+        var other => throw new ArgumentException($"--cpu-runtime is '{other}'; expected tuned, passive or default."),
+    };
+
     return args.FirstOrDefault() switch
     {
         "attention" => AttentionCommand.Run(new Arguments(args.Skip(1))),
@@ -12,6 +24,7 @@ try
         "flops" => FlopsCommand.Run(new Arguments(args.Skip(1))),
         "profile-attention" => ProfileAttentionCommand.Run(new Arguments(args.Skip(1))),
         "profile-model" => ProfileModelCommand.Run(new Arguments(args.Skip(1))),
+        "scratch" => ScratchCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
         "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),

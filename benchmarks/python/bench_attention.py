@@ -36,7 +36,25 @@ def parse_args(argv=None):
     p.add_argument('--max-seconds', type=float, default=60.0)
     p.add_argument('--max-iterations', type=int, default=1000)
     p.add_argument('--json', action='store_true')
+    p.add_argument('--cpu-runtime', default='tuned', choices=['tuned', 'passive', 'default'],
+                   help='the C# side\'s TorchRuntime.ConfigureCpu settings, applied here the same way: tuned = glibc '
+                        'malloc keeps freed memory (no mmap, trim at 2 GiB); passive = that and OMP_WAIT_POLICY=PASSIVE')
     return p.parse_args(argv)
+
+
+def configure_cpu_runtime(mode):
+    """What TorchRuntime.ConfigureCpu does on the C# side, so both sides run under the same allocator settings."""
+    applied = []
+    if mode == 'passive' and not os.environ.get('OMP_WAIT_POLICY'):
+        os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
+        applied.append('OMP_WAIT_POLICY=PASSIVE')
+    if mode in ('tuned', 'passive'):
+        import ctypes
+        libc = ctypes.CDLL('libc.so.6')
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        if libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1:
+            applied.append('freed native memory kept for reuse (glibc malloc: no mmap, no trim)')
+    return 'CPU runtime: ' + ('; '.join(applied) if applied else 'defaults')
 
 
 ARGS = parse_args() if __name__ == '__main__' else None
@@ -48,6 +66,7 @@ if ARGS is not None:
     # them and oversubscribe the cores.
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
         os.environ[var] = str(ARGS.threads)
+    CPU_RUNTIME = configure_cpu_runtime(ARGS.cpu_runtime)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -266,7 +285,7 @@ def main():
         'iterations': len(samples), 'warmup_iterations': warmups,
         'peak_rss_bytes': peak, 'baseline_rss_bytes': baseline, 'peak_extra_bytes': peak - baseline,
         'torch_version': torch.__version__, 'runtime': f'PyTorch {torch.__version__} (Python {sys.version.split()[0]})',
-        'blas': blas_library(),
+        'blas': blas_library(), 'cpu_runtime': CPU_RUNTIME,
         'language': 'python',
     }
     if a.json:

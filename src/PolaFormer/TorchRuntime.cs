@@ -3,9 +3,86 @@ using TorchSharp;
 
 namespace PolaFormer;
 
-/// <summary>Checks that TorchSharp's native libraries load, and says what to install when they do not.</summary>
-public static class TorchRuntime
+/// <summary>Checks that TorchSharp's native libraries load, and says what to install when they do not; tunes the
+/// native CPU runtime on request.</summary>
+public static partial class TorchRuntime
 {
+    /// <summary>
+    /// Applies process-wide settings of the native CPU runtime (see <see cref="CpuRuntimeOptions"/>). Call it at the
+    /// very start of a program, before the first tensor: the OpenMP wait policy is read once, when LibTorch loads.
+    /// </summary>
+    /// <param name="options">What to apply (default: retain freed memory; OpenMP left as it is).</param>
+    /// <returns>One line saying what was applied, for the program's log.</returns>
+    /// <exception cref="InvalidOperationException">A wait policy was asked for after LibTorch was loaded.</exception>
+    public static string ConfigureCpu(CpuRuntimeOptions? options = null)
+    {
+        options ??= new CpuRuntimeOptions();
+        var applied = new List<string>();
+        if (options.WaitPolicy != OpenMpWaitPolicy.Default)
+        {
+            string value = options.WaitPolicy == OpenMpWaitPolicy.Passive ? "PASSIVE" : "ACTIVE";
+            if (Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is { Length: > 0 } existing)
+                applied.Add($"OMP_WAIT_POLICY={existing} (already in the environment; kept)");
+            else if (LibTorchLoaded())
+                throw new InvalidOperationException(
+                    $"CpuRuntimeOptions.WaitPolicy = {options.WaitPolicy} needs TorchRuntime.ConfigureCpu to run before LibTorch is " +
+                    "loaded (before the first tensor is created), because OpenMP reads it only once; LibTorch is already loaded. " +
+                    "Call ConfigureCpu first thing in Main, or set WaitPolicy = OpenMpWaitPolicy.Default.");
+            else
+            {
+                SetEnvironment("OMP_WAIT_POLICY", value);
+                applied.Add($"OMP_WAIT_POLICY={value}");
+            }
+        }
+        if (options.RetainFreedMemory)
+            applied.Add(RetainFreedMemory() ? "freed native memory kept for reuse (glibc malloc: no mmap, no trim)"
+                : "freed native memory: left to the allocator (not glibc)");
+        return applied.Count == 0 ? "CPU runtime: defaults" : "CPU runtime: " + string.Join("; ", applied);
+    }
+
+    private static bool LibTorchLoaded()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            return File.ReadLines("/proc/self/maps").Any(line =>
+                line.Contains("/libgomp", StringComparison.Ordinal) || line.Contains("/libtorch_cpu", StringComparison.Ordinal));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static void SetEnvironment(string name, string value)
+    {
+        // .NET keeps its own copy of the environment on Unix; native code (OpenMP) reads the C library's.
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) _ = setenv(name, value, 1);
+        Environment.SetEnvironmentVariable(name, value);
+    }
+
+    private static bool RetainFreedMemory()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            // M_MMAP_MAX = 0: every block comes from the heap; M_TRIM_THRESHOLD = 2 GiB: the heap is shrunk only when
+            // more than that lies free at its top.
+            const int M_TRIM_THRESHOLD = -1, M_MMAP_MAX = -4;
+            return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1;
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            return false;   // musl and other C libraries without mallopt
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "mallopt")]
+    private static partial int mallopt(int parameter, int value);
+
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int setenv(string name, string value, int overwrite);
+
     /// <summary>
     /// Loads LibTorch through TorchSharp, or throws <see cref="PlatformNotSupportedException"/> naming the cause and
     /// the fix (instead of the bare <see cref="TypeInitializationException"/> TorchSharp throws).

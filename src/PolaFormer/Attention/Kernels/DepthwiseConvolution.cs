@@ -17,10 +17,15 @@ internal static class DepthwiseConvolution
     /// <summary>conv2d(x, weight, bias, padding = K/2, groups = C) for x (B, C, H, W), weight (C, 1, K, K).</summary>
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias)
     {
-        if (!Supported(x, weight, bias))
-            return nn.functional.conv2d(x, weight, bias, padding: [weight.shape[2] / 2, weight.shape[3] / 2], groups: weight.shape[0]);
-        return bias is null ? Function.apply(x.contiguous(), weight.contiguous()) : Function.apply(x.contiguous(), weight.contiguous(), bias.contiguous());
+        // Without gradients LibTorch's convolution is all there is to it; it is also fastest on x as given (the
+        // callers pass a channels-last view), so no contiguous copy is made.
+        if (!Supported(x, weight, bias) || !NeedsGradient(x, weight, bias))
+            return Convolve(x, weight, bias);
+        return bias is null ? Function.apply(x, weight.contiguous()) : Function.apply(x, weight.contiguous(), bias.contiguous());
     }
+
+    private static bool NeedsGradient(Tensor x, Tensor weight, Tensor? bias) =>
+        is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true);
 
     internal static bool Supported(Tensor x, Tensor weight, Tensor? bias) =>
         x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32 && (bias is null || bias.dtype == ScalarType.Float32)
@@ -44,7 +49,7 @@ internal static class DepthwiseConvolution
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
         {
             var saved = ctx.get_saved_variables();
-            var (x, weight) = (saved[0], saved[1]);
+            var (x, weight) = (saved[0].contiguous(), saved[1]);   // the weight-gradient loop reads whole planes
             bool hasBias = saved.Count > 2;
             var g = gradOutput.contiguous();
             // The input gradient is a depthwise convolution of g with the flipped kernel, which LibTorch does fast;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
@@ -15,7 +16,21 @@ namespace PolaFormer.Attention.Kernels;
 internal static class PolarityFeatureMap
 {
     /// <summary>x (B, heads, N, d), power broadcastable to (1, heads, 1, d) → (B, heads, N, 2d).</summary>
-    public static Tensor Apply(Tensor x, Tensor power) => Function.apply(x.contiguous(), power);
+    /// <remarks>x may be any strided view whose last dimension is contiguous (the head-split view of a projection's
+    /// output, typically): rows are read in place rather than copied first.</remarks>
+    public static Tensor Apply(Tensor x, Tensor power)
+    {
+        if (!x.is_contiguous() && !IsTokenMajor(x)) x = x.contiguous();
+        if (is_grad_enabled() && (x.requires_grad || power.requires_grad)) return Function.apply(x, power);
+        return Features(x, power);
+    }
+
+    private static Tensor Features(Tensor x, Tensor power)
+    {
+        var output = empty(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3], dtype: ScalarType.Float32);
+        Forward(x, Exponents(power, x.shape[1], x.shape[3]), output);
+        return output;
+    }
 
     internal static bool Supported(Tensor x, Tensor power) =>
         x.dtype == ScalarType.Float32 && power.dtype == ScalarType.Float32
@@ -30,9 +45,7 @@ internal static class PolarityFeatureMap
         {
             var x = (Tensor)vars[0];
             var power = (Tensor)vars[1];
-            var output = empty(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3], dtype: ScalarType.Float32);
-            var exponents = Exponents(power, x.shape[1], x.shape[3]);
-            Forward(x, exponents, output);
+            var output = Features(x, power);
             ctx.save_for_backward([x, power, output]);
             return output;
         }
@@ -43,7 +56,7 @@ internal static class PolarityFeatureMap
             var (x, power, output) = (saved[0], saved[1], saved[2]);
             long heads = x.shape[1], d = x.shape[3];
             var exponents = Exponents(power, heads, d);
-            var gradX = empty_like(x);
+            var gradX = empty(x.shape, dtype: ScalarType.Float32);   // contiguous, whatever x's layout
             var gradExponent = Backward(x, exponents, output, gradOutput.contiguous(), gradX);
             // The exponent gradient is per (head, channel); sum it down to the shape power was given in.
             var gradPower = tensor(gradExponent, [1, heads, 1, d], dtype: ScalarType.Float32);
@@ -69,12 +82,32 @@ internal static class PolarityFeatureMap
         return summed.reshape(shape);
     }
 
-    private readonly record struct Layout(long Rows, int Heads, int Tokens, int D)
+    /// <summary>Rows (b, head, token) of x (B, heads, N, d), each d contiguous floats at a strided offset.</summary>
+    private readonly record struct Layout(long Rows, int Heads, int Tokens, int D, long BatchStride, long HeadStride, long TokenStride)
     {
         public int Head(long row) => (int)(row / Tokens % Heads);
 
-        public static Layout Of(Tensor x) => new(x.shape[0] * x.shape[1] * x.shape[2], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3]);
+        /// <summary>Offset of a row's first element in x (in floats from x's first element).</summary>
+        public long Offset(long row)
+        {
+            long token = row % Tokens, rest = row / Tokens;
+            return rest / Heads * BatchStride + rest % Heads * HeadStride + token * TokenStride;
+        }
+
+        public static Layout Of(Tensor x) => new(x.shape[0] * x.shape[1] * x.shape[2], (int)x.shape[1], (int)x.shape[2],
+            (int)x.shape[3], x.stride(0), x.stride(1), x.stride(2));
     }
+
+    /// <summary>x (B, heads, N, d) is the head-split view of a contiguous (B, N, heads, d) tensor.</summary>
+    private static bool IsTokenMajor(Tensor x)
+    {
+        using var tokenMajor = x.transpose(1, 2);
+        return tokenMajor.is_contiguous();
+    }
+
+    /// <summary>A contiguous tensor over the same memory as x (x itself, or its token-major alias), whose bytes start
+    /// at x's first element; the row offsets come from x's strides either way.</summary>
+    private static Tensor ContiguousAlias(Tensor x) => x.is_contiguous() ? x.alias() : x.transpose(1, 2);
 
     // A fixed block size, not one derived from the thread count: the exponent gradient is summed block by block in
     // block order, so the same inputs give the same bits on any number of threads.
@@ -88,7 +121,8 @@ internal static class PolarityFeatureMap
     {
         var layout = Layout.Of(x);
         var (blocks, perBlock) = Partition(layout.Rows);
-        fixed (byte* px = x.bytes, po = output.bytes)
+        using var source = ContiguousAlias(x);
+        fixed (byte* px = source.bytes, po = output.bytes)
         {
             float* xs = (float*)px, os = (float*)po;
             Parallel.For(0, blocks, Workers(), block =>
@@ -97,7 +131,7 @@ internal static class PolarityFeatureMap
                 for (long row = block * perBlock; row < end; row++)
                 {
                     var p = exponents.AsSpan(layout.Head(row) * layout.D, layout.D);
-                    var input = new ReadOnlySpan<float>(xs + row * layout.D, layout.D);
+                    var input = new ReadOnlySpan<float>(xs + layout.Offset(row), layout.D);
                     var positive = new Span<float>(os + row * 2 * layout.D, layout.D);
                     var negative = new Span<float>(os + row * 2 * layout.D + layout.D, layout.D);
                     FeatureRow(input, p, positive, negative);
@@ -134,14 +168,11 @@ internal static class PolarityFeatureMap
         }
     }
 
-    /// <summary>|x|^p for eight lanes, through exp(p·log|x|) in double precision (0 where x = 0).</summary>
+    /// <summary>|x|^p for eight lanes, as exp(p·log|x|) (0 where x = 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> PowAbs(Vector256<float> x, Vector256<float> p)
     {
-        var (xLow, xHigh) = Vector256.Widen(Vector256.Abs(x));
-        var (pLow, pHigh) = Vector256.Widen(p);
-        var low = Vector256.Exp(pLow * Vector256.Log(xLow));
-        var high = Vector256.Exp(pHigh * Vector256.Log(xHigh));
-        var result = Vector256.Narrow(low, high);
+        var result = Vector256.Exp(p * Vector256.Log(Vector256.Abs(x)));
         return Vector256.ConditionalSelect(Vector256.Equals(x, Vector256<float>.Zero), Vector256<float>.Zero, result);
     }
 
@@ -173,12 +204,12 @@ internal static class PolarityFeatureMap
                 var dx = sign * gsel * Vector256.LoadUnsafe(ref pr, (nuint)i) * (a / magnitude);
                 Vector256.ConditionalSelect(nonzero, dx, Vector256<float>.Zero).StoreUnsafe(ref gxr, (nuint)i);
 
-                var weight = Vector256.ConditionalSelect(nonzero, gsel * a, Vector256<float>.Zero);
+                // The exponent's gradient term g·a·ln|x| in float, summed in double over the rows of a block.
                 var safe = Vector256.ConditionalSelect(nonzero, magnitude, Vector256.Create(1f));
-                var (wLow, wHigh) = Vector256.Widen(weight);
-                var (mLow, mHigh) = Vector256.Widen(safe);
-                (Vector256.LoadUnsafe(ref sr, (nuint)i) + wLow * Vector256.Log(mLow)).StoreUnsafe(ref sr, (nuint)i);
-                (Vector256.LoadUnsafe(ref sr, (nuint)(i + 4)) + wHigh * Vector256.Log(mHigh)).StoreUnsafe(ref sr, (nuint)(i + 4));
+                var term = Vector256.ConditionalSelect(nonzero, gsel * a * Vector256.Log(safe), Vector256<float>.Zero);
+                var (low, high) = Vector256.Widen(term);
+                (Vector256.LoadUnsafe(ref sr, (nuint)i) + low).StoreUnsafe(ref sr, (nuint)i);
+                (Vector256.LoadUnsafe(ref sr, (nuint)(i + 4)) + high).StoreUnsafe(ref sr, (nuint)(i + 4));
             }
         }
         for (; i < d; i++)
@@ -201,7 +232,8 @@ internal static class PolarityFeatureMap
         var (blocks, perBlock) = Partition(layout.Rows);
         int width = layout.Heads * layout.D;
         var partial = new double[(long)blocks * width];
-        fixed (byte* px = x.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
+        using var source = ContiguousAlias(x);
+        fixed (byte* px = source.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
         {
             float* xs = (float*)px, os = (float*)po, gs = (float*)pg, gxs = (float*)pgx;
             Parallel.For(0, blocks, Workers(), block =>
@@ -213,7 +245,7 @@ internal static class PolarityFeatureMap
                     int head = layout.Head(row);
                     int d = layout.D;
                     GradientRow(
-                        new ReadOnlySpan<float>(xs + row * d, d),
+                        new ReadOnlySpan<float>(xs + layout.Offset(row), d),
                         new ReadOnlySpan<float>(os + row * 2 * d, 2 * d),
                         new ReadOnlySpan<float>(gs + row * 2 * d, 2 * d),
                         exponents.AsSpan(head * d, d),

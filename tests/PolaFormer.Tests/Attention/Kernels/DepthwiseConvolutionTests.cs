@@ -36,6 +36,28 @@ public sealed class DepthwiseConvolutionTests : TorchTest
     }
 
     [Fact]
+    public void Takes_a_channels_last_view_as_the_layers_pass_it()
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var x = randn(2, 6, 5, 8, generator: g).permute(0, 3, 1, 2);   // (B, C, H, W) view of (B, H, W, C)
+        x.is_contiguous().Should().BeFalse();
+        var weight = randn(8, 1, 5, 5, generator: g);
+        var bias = randn(8, generator: g);
+        var r = randn(2, 8, 6, 5, generator: g);
+
+        var (y1, gx1, gw1, gb1) = Run(x, weight, bias, r, (xx, ww, bb) => DepthwiseConvolution.Apply(xx, ww, bb));
+        var (y2, gx2, gw2, gb2) = Run(x, weight, bias, r,
+            (xx, ww, bb) => nn.functional.conv2d(xx, ww, bb, padding: [2, 2], groups: 8));
+        y1.ShouldBeClose(y2, 1e-6, "output");
+        gx1.ShouldBeClose(gx2, 1e-6, "input gradient");
+        gw1.ShouldBeClose(gw2, 1e-5, "weight gradient");
+        gb1!.ShouldBeClose(gb2!, 1e-5, "bias gradient");
+        using (no_grad())
+            DepthwiseConvolution.Apply(x, weight, bias).ShouldBeClose(y2, 1e-6, "output without gradients");
+    }
+
+    [Fact]
     public void Other_dtypes_fall_back_to_libtorch()
     {
         using var scope = NewDisposeScope();

@@ -34,6 +34,30 @@ public sealed class PolarityFeatureMapTests : TorchTest
         gp1.shape.Should().Equal(power.shape);
     }
 
+    [Theory]
+    [InlineData("token-major")]   // the head-split view of a (B, N, heads, d) projection: read in place
+    [InlineData("strided")]       // any other layout: copied first
+    public void Reads_head_split_views_in_place_and_other_layouts_through_a_copy(string layout)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(7);
+        var power = 1 + 4 * sigmoid(randn(1, 3, 1, 8, generator: g));
+        var x = layout == "token-major"
+            ? randn(2, 11, 3, 8, generator: g).transpose(1, 2)           // (B, heads, N, d), not contiguous
+            : randn(2, 3, 8, 11, generator: g).transpose(2, 3);          // last dimension strided
+        x.is_contiguous().Should().BeFalse();
+        var r = randn(2, 3, 11, 16, generator: g);
+
+        var (y1, gx1, gp1) = Run(x, power, r, PolarityFeatureMap.Apply);
+        var (y2, gx2, gp2) = Run(x.contiguous(), power, r, PolarityAttention.SignSplitFeaturesFromOperators);
+        y1.ShouldBeClose(y2, 1e-6, "features");
+        gx1.ShouldBeClose(gx2, 1e-5, "input gradient");
+        gp1.ShouldBeClose(gp2, 1e-5, "power gradient");
+
+        using (no_grad())
+            PolarityFeatureMap.Apply(x, power).eq(y1).all().item<bool>().Should().BeTrue("the no-gradient path computes the same bits");
+    }
+
     [Fact]
     public void A_power_shared_by_the_heads_gets_its_summed_gradient()
     {

@@ -1,0 +1,45 @@
+namespace PolaFormer;
+
+/// <summary>How LibTorch's OpenMP worker threads wait between parallel regions (the <c>OMP_WAIT_POLICY</c>
+/// environment variable).</summary>
+public enum OpenMpWaitPolicy
+{
+    /// <summary>Leave the OpenMP runtime's default (GNU OpenMP: spin for a while, then sleep).</summary>
+    Default = 0,
+
+    /// <summary>Sleep at once. Best when other threads share the cores between LibTorch's operators: .NET code,
+    /// this library's C# kernels (which run on .NET's thread pool), a data loader.</summary>
+    Passive = 1,
+
+    /// <summary>Keep spinning: lowest latency for back-to-back LibTorch operators on otherwise idle cores.</summary>
+    Active = 2,
+}
+
+/// <summary>
+/// Process-wide settings of the native CPU runtime under LibTorch, for <see cref="TorchRuntime.ConfigureCpu"/>.
+/// They change how the whole process allocates memory and how its OpenMP threads wait, so they are opt-in and meant
+/// for the application's entry point (a training or inference program), not for a library.
+/// </summary>
+/// <remarks>
+/// Why they matter here (measured in docs/benchmarks.md): activations of tens of MiB are allocated and freed on every
+/// forward pass. glibc serves blocks above 32 MiB with fresh <c>mmap</c> pages and returns them on free, so every
+/// pass pays a page fault per 4 KiB touched (a GELU over a 51 MiB activation took 4× longer than over a reused
+/// block). And GNU OpenMP's worker threads spin after each LibTorch operator, taking the cores this library's C#
+/// kernels run on next.
+/// </remarks>
+public sealed record CpuRuntimeOptions
+{
+    /// <summary>
+    /// Keep native memory that has been freed inside the process for reuse instead of returning it to the operating
+    /// system (glibc: no <c>mmap</c> for large blocks, no trimming of the heap). The resident size then stays near its
+    /// peak. Default: true. Linux with glibc only; ignored elsewhere.
+    /// </summary>
+    public bool RetainFreedMemory { get; init; } = true;
+
+    /// <summary>
+    /// OpenMP wait policy. Default: <see cref="OpenMpWaitPolicy.Default"/> (left to OpenMP: on the 2-core benchmark
+    /// machine passive waiting helped Pola-Swin-T a little and slowed Pola-PVT-T). Takes effect only when set before
+    /// LibTorch is loaded (OpenMP reads it once); an <c>OMP_WAIT_POLICY</c> already in the environment wins.
+    /// </summary>
+    public OpenMpWaitPolicy WaitPolicy { get; init; } = OpenMpWaitPolicy.Default;
+}
