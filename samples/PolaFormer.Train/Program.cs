@@ -40,6 +40,13 @@ var mixupAlpha = new Option<double?>("--mixup") { Description = "Mixup alpha (de
 var cutmixAlpha = new Option<double?>("--cutmix") { Description = "CutMix alpha (default: 1.0; 0 on the bundled digits)" };
 var smoothing = new Option<double?>("--smoothing") { Description = "Label smoothing (default: 0.1)" };
 var distBackend = new Option<string>("--dist-backend") { Description = "Data parallelism over processes: none, mpi (CPU, start with mpirun) or nccl (GPU, start like torchrun); ranks come from the launcher's variables, --batch-size is per rank", DefaultValueFactory = _ => "none" };
+var cpuRuntime = new Option<string>("--cpu-runtime")
+{
+    Description = "Native CPU runtime: tuned (glibc malloc keeps freed memory for reuse: large activations do not page-fault on every step), passive (tuned, and OpenMP threads sleep between operators) or default",
+    DefaultValueFactory = _ => "tuned",
+    Recursive = true,
+};
+cpuRuntime.AcceptOnlyFromAmong("tuned", "passive", "default");
 var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds a collective may wait for the other ranks before the job is aborted", DefaultValueFactory = _ => ProcessGroup.DefaultTimeout.TotalSeconds };
 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
@@ -48,7 +55,7 @@ var train = new Command("train", "Train a model (defaults: the official PolaForm
     modelEmaDecay, output, device, dtype, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
     distBackend, distTimeout,
 };
-train.SetAction(parse => Run(() =>
+train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
 {
     ApplyThreads(parse.GetValue(threads));
     double timeoutSeconds = parse.GetValue(distTimeout);
@@ -121,7 +128,7 @@ var eval = new Command("eval", "Top-1 / top-5 and throughput of a checkpoint on 
 {
     evalModel, checkpoint, evalData, evalBatch, evalDevice, evalWorkers, evalThreads,
 };
-eval.SetAction(parse => Run(() =>
+eval.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
 {
     ApplyThreads(parse.GetValue(evalThreads));
     var splits = Datasets.Open(parse.GetValue(evalData), warning => Console.Error.WriteLine("warning: " + warning));
@@ -139,20 +146,24 @@ eval.SetAction(parse => Run(() =>
 }));
 
 var models = new Command("models", "List the registered models");
-models.SetAction(_ => Run(() =>
+models.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
 {
     foreach (var info in ModelRegistry.Models)
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{info.Name,-20} {info.Family,-5} {info.Parameters,12:N0} params  {info.InputSize.Height}x{info.InputSize.Width}  {info.Attention}"));
 }));
 
 var root = new RootCommand("PolaFormer for .NET: train and evaluate polarity-aware linear attention vision models") { train, eval, models };
+root.Options.Add(cpuRuntime);
 return root.Parse(args).Invoke();
 
 // One-line errors for the mistakes users make; exit code 2.
-static int Run(Action action)
+static int Run(string? cpuRuntime, Action action)
 {
     try
     {
+        // Before the first tensor: OpenMP reads its wait policy when LibTorch loads.
+        if (cpuRuntime is "tuned" or "passive")
+            TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = cpuRuntime == "passive" ? OpenMpWaitPolicy.Passive : OpenMpWaitPolicy.Default });
         TorchRuntime.EnsureLoaded();
         action();
         return 0;
