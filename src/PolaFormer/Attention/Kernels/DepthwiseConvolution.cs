@@ -78,7 +78,9 @@ internal static class DepthwiseConvolution
     private static Tensor Convolve(Tensor x, Tensor weight, Tensor? bias) =>
         nn.functional.conv2d(x, weight, bias, padding: [weight.shape[2] / 2, weight.shape[3] / 2], groups: weight.shape[0]);
 
-    private static int Workers(int planes) => Math.Max(1, Math.Min(planes, torch.get_num_threads()));
+    // Small maps (a few thousand pixels over all planes) are not worth waking thread-pool workers for.
+    private static int Workers(Geometry geo) =>
+        (long)geo.Planes * geo.Plane < 1 << 16 ? 1 : Math.Max(1, Math.Min(geo.Planes, torch.get_num_threads()));
 
     /// <summary>
     /// Weight and bias gradients. Each plane writes its own partial sums, which are then added in plane order, so the
@@ -92,7 +94,7 @@ internal static class DepthwiseConvolution
         fixed (byte* px = x.bytes, pg = g.bytes)
         {
             float* xs = (float*)px, gs = (float*)pg;
-            Parallel.For(0, geo.Planes, new ParallelOptions { MaxDegreeOfParallelism = Workers(geo.Planes) }, () => Rent(geo),
+            Parallel.For(0, geo.Planes, new ParallelOptions { MaxDegreeOfParallelism = Workers(geo) }, () => Rent(geo),
                 (plane, _, buffers) =>
                 {
                     var (paddedX, rows) = buffers;

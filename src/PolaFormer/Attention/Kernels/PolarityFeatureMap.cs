@@ -115,7 +115,13 @@ internal static class PolarityFeatureMap
 
     private static (int Blocks, long RowsPerBlock) Partition(long rows) => ((int)((rows + RowsPerBlock - 1) / RowsPerBlock), RowsPerBlock);
 
-    private static ParallelOptions Workers() => new() { MaxDegreeOfParallelism = Math.Max(1, torch.get_num_threads()) };
+    // Below this many elements a pass takes a few microseconds: waking thread-pool workers would cost more.
+    private const long ParallelThreshold = 1 << 16;
+
+    private static ParallelOptions Workers(Layout layout) => new()
+    {
+        MaxDegreeOfParallelism = layout.Rows * layout.D < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads()),
+    };
 
     private static unsafe void Forward(Tensor x, float[] exponents, Tensor output)
     {
@@ -125,7 +131,7 @@ internal static class PolarityFeatureMap
         fixed (byte* px = source.bytes, po = output.bytes)
         {
             float* xs = (float*)px, os = (float*)po;
-            Parallel.For(0, blocks, Workers(), block =>
+            Parallel.For(0, blocks, Workers(layout), block =>
             {
                 long end = Math.Min(layout.Rows, (block + 1) * perBlock);
                 for (long row = block * perBlock; row < end; row++)
@@ -236,7 +242,7 @@ internal static class PolarityFeatureMap
         fixed (byte* px = source.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
         {
             float* xs = (float*)px, os = (float*)po, gs = (float*)pg, gxs = (float*)pgx;
-            Parallel.For(0, blocks, Workers(), block =>
+            Parallel.For(0, blocks, Workers(layout), block =>
             {
                 long end = Math.Min(layout.Rows, (block + 1) * perBlock);
                 var sums = partial.AsSpan(block * width, width);
