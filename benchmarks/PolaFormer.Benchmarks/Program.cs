@@ -24,7 +24,6 @@ try
         "flops" => FlopsCommand.Run(new Arguments(args.Skip(1))),
         "profile-attention" => ProfileAttentionCommand.Run(new Arguments(args.Skip(1))),
         "profile-model" => ProfileModelCommand.Run(new Arguments(args.Skip(1))),
-        "scratch" => ScratchCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
         "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),
