@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
-"""Checks that bench_attention.py's PolaLinearAttention is the official op sequence: loads the golden case made by
+"""Checks that official_layers.py's PolaLinearAttention is the official op sequence: loads the golden case made by
 running the authors' code (tests/PolaFormer.Tests/Golden/attn_pvt_pola_sr1_d64_h1_hw8.safetensors), runs forward and
 backward, and prints the scaled max errors of the output and of every gradient (float32 noise is ~1e-6).
 
     python3 benchmarks/python/check_golden.py [path/to/attn_pvt_pola_*.safetensors]
 """
-import importlib.util
 import json
 import struct
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from official_layers import PolaLinearAttention
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / 'tests' / 'PolaFormer.Tests' / 'Golden' / 'attn_pvt_pola_sr1_d64_h1_hw8.safetensors'
@@ -33,15 +34,12 @@ def load_safetensors(path):
 
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT
-    spec = importlib.util.spec_from_file_location('bench_attention', Path(__file__).with_name('bench_attention.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     t, meta = load_safetensors(path)
     dim, heads = int(meta['dim']), int(meta['num_heads'])
     h, w = int(meta['H']), int(meta['W'])
-    layer = bench.PolaLinearAttention(dim, int(meta['num_patches']), heads, qkv_bias=meta['qkv_bias'] == 'true',
-                                      sr_ratio=int(meta['sr_ratio']), kernel_size=int(meta['kernel_size']),
-                                      alpha=float(meta['alpha']))
+    layer = PolaLinearAttention(dim, int(meta['num_patches']), heads, qkv_bias=meta['qkv_bias'] == 'true',
+                                sr_ratio=int(meta['sr_ratio']), kernel_size=int(meta['kernel_size']),
+                                alpha=float(meta['alpha']))
     layer.load_state_dict({k: v for k, v in t.items() if not k.startswith(('input.', 'output.', 'grad.'))}, strict=True)
     x = t['input.x'].clone().requires_grad_(True)
     y = layer(x, h, w)

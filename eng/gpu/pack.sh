@@ -5,7 +5,7 @@
 #
 # → .gpu/polaformer-gpucheck.tgz  a self-contained linux-x64 publish of eng/gpu/PolaFormer.GpuCheck (the .NET runtime,
 #                                  TorchSharp's managed code and libLibTorchSharp.so, NO LibTorch: the Python install's
-#                                  libraries are used there), the golden files, benchmarks/python/gpu_attention.py,
+#                                  libraries are used there), the golden files, benchmarks/python/gpu_attention.py (+ official_layers.py),
 #                                  eng/gpu/summarize.py and eng/gpu/check-symbols.sh
 #   .gpu/run-on-device.sh          what the device runs: `bash .gpu/run-on-device.sh` (see docs/benchmarks-gpu.md)
 #
@@ -44,7 +44,7 @@ fi
 
 cp tests/PolaFormer.Tests/Golden/*.safetensors "$stage/app/golden/"
 cp tests/PolaFormer.Tests/Golden/f64/*.safetensors "$stage/app/golden/f64/"
-cp benchmarks/python/gpu_attention.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
+cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
 {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "packed: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
