@@ -101,8 +101,8 @@ internal static class PolarityFeatureMap
     /// <summary>x (B, heads, N, d) is the head-split view of a contiguous (B, N, heads, d) tensor.</summary>
     private static bool IsTokenMajor(Tensor x)
     {
-        using var tokenMajor = x.transpose(1, 2);
-        return tokenMajor.is_contiguous();
+        long heads = x.shape[1], tokens = x.shape[2], d = x.shape[3];
+        return x.stride(3) == 1 && x.stride(1) == d && x.stride(2) == heads * d && (x.shape[0] == 1 || x.stride(0) == tokens * heads * d);
     }
 
     /// <summary>A contiguous tensor over the same memory as x (x itself, or its token-major alias), whose bytes start
