@@ -1,6 +1,7 @@
 using System.Globalization;
 using PolaFormer.Attention;
 using PolaFormer.Checkpoints;
+using PolaFormer.Golden;
 using PolaFormer.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -34,8 +35,8 @@ internal static class Conformance
         int passed = 0, failed = 0;
         foreach (var file in files)
         {
-            using var c = new GoldenCase(file);
-            var implementations = c.Kind == "model" || c.IsPolarityAttention
+            using var c = GoldenCase.Load(file);
+            var implementations = c.Kind == "model" || GoldenModules.IsPolarity(c)
                 ? new[] { PolarityImplementation.Fast, PolarityImplementation.Reference }
                 : [PolarityImplementation.Fast];
             foreach (var implementation in implementations)
@@ -72,7 +73,7 @@ internal static class Conformance
 
     private static (bool, string) Attention(Context ctx, GoldenCase c, PolarityImplementation implementation)
     {
-        var (module, height, width) = GoldenBuilders.Attention(c, implementation);
+        var (module, height, width) = GoldenModules.Attention(c, implementation);
         using var _ = module;
         StateDictLoader.Load(module, c.StateDict(), strict: true, sourceName: c.Id);
         module.to(ctx.Device);
@@ -84,10 +85,10 @@ internal static class Conformance
         var mask = c.Tensors.TryGetValue("input.mask", out var m) ? m.to(ctx.Device) : null;
         var y = module.forward(x, height, width, mask);
         if (y.device_type != ctx.Device.type) throw new InvalidOperationException($"the output is on {y.device}, not {ctx.DeviceName}");
-        double outputError = Tolerance.ScaledError(y, c["output.y"]);
+        double outputError = ScaledError.Of(y, c["output.y"]);
         (y * c["input.R"].to(ctx.Device)).sum().backward();
 
-        var errors = new Dictionary<string, double> { ["grad.x"] = Tolerance.ScaledError(x.grad!, c["grad.x"]) };
+        var errors = new Dictionary<string, double> { ["grad.x"] = ScaledError.Of(x.grad!, c["grad.x"]) };
         var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var golden = c.Tensors.Keys.Where(k => k.StartsWith("grad.", StringComparison.Ordinal) && k != "grad.x").ToHashSet();
         if (!golden.SetEquals(parameters.Keys.Select(k => "grad." + k)))
@@ -95,7 +96,7 @@ internal static class Conformance
         foreach (var name in golden)
         {
             var grad = parameters[name["grad.".Length..]].grad ?? throw new InvalidOperationException($"{name} received no gradient");
-            errors[name] = Tolerance.ScaledError(grad, c[name]);
+            errors[name] = ScaledError.Of(grad, c[name]);
         }
         var worst = errors.MaxBy(e => e.Value);
         bool ok = outputError <= AttentionOutput && worst.Value <= AttentionGradient && errors.Values.All(double.IsFinite) && double.IsFinite(outputError);
@@ -105,7 +106,7 @@ internal static class Conformance
 
     private static (bool, string) Model(Context ctx, GoldenCase c, PolarityImplementation implementation, bool float64)
     {
-        using var model = GoldenBuilders.Model(c, implementation);
+        using var model = GoldenModels.Create(c, implementation);
         StateDictLoader.Load(model, c.StateDict(), strict: true, sourceName: c.Id);
         model.to(ctx.Device);
         if (float64) model.to(ScalarType.Float64);
@@ -117,7 +118,7 @@ internal static class Conformance
         model.IntermediateObserver = (name, t) =>
         {
             if (!expected.TryGetValue("inter." + name, out var e)) throw new InvalidOperationException($"inter.{name} is not in the golden file");
-            if (!captured.TryAdd("inter." + name, Tolerance.ScaledError(t, e))) throw new InvalidOperationException($"inter.{name} reported twice");
+            if (!captured.TryAdd("inter." + name, ScaledError.Of(t, e))) throw new InvalidOperationException($"inter.{name} reported twice");
         };
         try
         {
@@ -131,8 +132,8 @@ internal static class Conformance
             var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToHashSet();
             if (!expectedInter.SetEquals(captured.Keys))
                 throw new InvalidOperationException($"observed intermediates [{string.Join(",", captured.Keys.Order())}] differ from the golden [{string.Join(",", expectedInter.Order())}]");
-            double yError = Tolerance.ScaledError(y, expected["output.y"]);
-            double featureError = Tolerance.ScaledError(features, expected["output.features"]);
+            double yError = ScaledError.Of(y, expected["output.y"]);
+            double featureError = ScaledError.Of(features, expected["output.features"]);
             var worst = captured.MaxBy(kv => kv.Value);
             var all = captured.Values.Append(yError).Append(featureError).ToList();
             bool ok = all.All(e => double.IsFinite(e) && e <= tolerance);

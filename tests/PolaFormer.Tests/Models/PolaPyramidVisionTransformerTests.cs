@@ -105,30 +105,8 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
     private static PolaPyramidVisionTransformer BuildGolden(GoldenCase c, PolarityImplementation implementation)
     {
         c.Text("num_stages").Should().Be("4");
-        var eps = ParseEps(c.Text("layernorm_eps"));
-        var options = new PolaPvtOptions
-        {
-            ImageSize = c.Int("img_size"),
-            PatchSize = c.Int("patch_size"),
-            InChannels = c.Int("in_chans"),
-            NumClasses = c.Int("num_classes"),
-            EmbedDims = c.Ints("embed_dims"),
-            NumHeads = c.Ints("num_heads"),
-            MlpRatios = Reals(c.Text("mlp_ratios")),
-            Depths = c.Ints("depths"),
-            QkvBias = c.Flag("qkv_bias"),
-            QkScale = c.Text("qk_scale") == "none" ? null : c.Real("qk_scale"),
-            DropRate = c.Real("drop_rate"),
-            AttnDropRate = c.Real("attn_drop_rate"),
-            DropPathRate = c.Real("drop_path_rate"),
-            BlockNormEps = eps["norm"],
-            SrRatios = c.Ints("sr_ratios"),
-            LinearSrRatios = c.Text("la_sr_ratios"),
-            AttentionTypes = c.Text("attn_type"),
-            Alpha = c.Real("alpha"),
-            KernelSize = c.Int("kernel_size"),
-            Implementation = implementation,
-        };
+        var eps = GoldenModels.LayerNormEps(c);
+        var options = GoldenModels.PvtOptions(c, implementation);
         var model = new PolaPyramidVisionTransformer(options);
 
         // Every LayerNorm the official model has, with its epsilon (patch embeddings and sr norms 1e-5, blocks 1e-6).
@@ -183,13 +161,6 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
             foreach (var t in captured.Values) t.Dispose();
         }
     }
-
-    private static Dictionary<string, double> ParseEps(string text) => text.Split(';')
-        .Select(entry => entry.Split('='))
-        .ToDictionary(kv => kv[0], kv => double.Parse(kv[1], CultureInfo.InvariantCulture));
-
-    private static double[] Reals(string text) =>
-        text.Split(',').Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
 
     // ---------------------------------------------------------------- state-dict listings of the released models
 

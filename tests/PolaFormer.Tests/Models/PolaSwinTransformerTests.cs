@@ -53,7 +53,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
     public void Matches_the_official_forward_in_float32_and_float64(string caseId)
     {
         using var c = GoldenCase.Open(caseId);
-        using var model = new PolaSwinTransformer(OptionsFrom(c));
+        using var model = new PolaSwinTransformer(GoldenModels.SwinOptions(c));
         if (c.Has("blocks")) model.DescribeBlocks().Should().Equal(c.Text("blocks").Split(';'));
 
         // The shift masks this port builds must be the official ones (checked before the load overwrites them).
@@ -96,40 +96,6 @@ public sealed class PolaSwinTransformerTests : TorchTest
             double.IsFinite(error).Should().BeTrue($"{what} {name} must be finite");
             error.Should().BeLessThanOrEqualTo(tolerance, $"{what} {name}: scaled max-abs error {error:E3}");
         }
-    }
-
-    private static PolaSwinOptions OptionsFrom(GoldenCase c)
-    {
-        var o = new PolaSwinOptions();
-        long Int(string key, long fallback) => c.Has(key) ? c.Int(key) : fallback;
-        double Real(string key, double fallback) => c.Has(key) ? c.Real(key) : fallback;
-        bool Flag(string key, bool fallback) => c.Has(key) ? c.Flag(key) : fallback;
-        long[]? Ints(string key) => c.Has(key) ? c.Ints(key).ToArray() : null;
-        var image = Ints("img_size");
-        if (image is { Length: 2 } && image[0] != image[1])
-            throw new NotSupportedException($"Golden case {c.Id}: image {image[0]}x{image[1]} is not square.");
-        return o with
-        {
-            ImageSize = image?[0] ?? o.ImageSize,
-            PatchSize = Int("patch_size", o.PatchSize),
-            InChannels = Int("in_chans", o.InChannels),
-            NumClasses = Int("num_classes", o.NumClasses),
-            EmbedDim = Int("embed_dim", o.EmbedDim),
-            Depths = Ints("depths") ?? o.Depths,
-            NumHeads = Ints("num_heads") ?? o.NumHeads,
-            WindowSize = Int("window_size", o.WindowSize),
-            MlpRatio = Real("mlp_ratio", o.MlpRatio),
-            QkvBias = Flag("qkv_bias", o.QkvBias),
-            QkScale = c.Has("qk_scale") && !c.Text("qk_scale").Equals("none", StringComparison.OrdinalIgnoreCase) ? c.Real("qk_scale") : null,
-            DropRate = Real("drop_rate", o.DropRate),
-            AttnDropRate = Real("attn_drop_rate", o.AttnDropRate),
-            DropPathRate = Real("drop_path_rate", o.DropPathRate),
-            Ape = Flag("ape", o.Ape),
-            PatchNorm = Flag("patch_norm", o.PatchNorm),
-            Alpha = Real("alpha", o.Alpha),
-            KernelSize = Int("kernel_size", o.KernelSize),
-            AttentionTypes = c.Has("attn_type") ? c.Text("attn_type") : o.AttentionTypes,
-        };
     }
 
     [Theory]

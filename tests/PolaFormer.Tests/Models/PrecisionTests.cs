@@ -27,24 +27,7 @@ public sealed class PrecisionTests : TorchTest
 
     private static Backbone BuildGolden(GoldenCase c)
     {
-        Backbone model = c.Module switch
-        {
-            "models.pola_swin.PolaSwinTransformer" => new PolaSwinTransformer(new PolaSwinOptions
-            {
-                ImageSize = c.Int("img_size"), PatchSize = c.Int("patch_size"), NumClasses = c.Int("num_classes"),
-                EmbedDim = c.Int("embed_dim"), Depths = c.Ints("depths"), NumHeads = c.Ints("num_heads"), WindowSize = c.Int("window_size"),
-                DropPathRate = 0, AttentionTypes = c.Text("attn_type"),
-            }),
-            "models.pola_pvt.PyramidVisionTransformer" => new PolaPyramidVisionTransformer(new PolaPvtOptions
-            {
-                ImageSize = c.Int("img_size"), PatchSize = c.Int("patch_size"), NumClasses = c.Int("num_classes"),
-                EmbedDims = c.Ints("embed_dims"), NumHeads = c.Ints("num_heads"),
-                MlpRatios = c.Ints("mlp_ratios").Select(v => (double)v).ToArray(), Depths = c.Ints("depths"),
-                SrRatios = c.Ints("sr_ratios"), LinearSrRatios = c.Text("la_sr_ratios"), AttentionTypes = c.Text("attn_type"),
-                DropPathRate = 0,
-            }),
-            _ => throw new NotSupportedException(c.Module),
-        };
+        var model = GoldenModels.Create(c, PolarityImplementation.Fast);
         StateDictLoader.Load(model, c.StateDict());
         model.eval();
         return model;

@@ -2,7 +2,7 @@ using System.Globalization;
 using PolaFormer.Checkpoints;
 using static TorchSharp.torch;
 
-namespace PolaFormer.Tests.Infrastructure;
+namespace PolaFormer.Golden;
 
 /// <summary>
 /// One reference file made by running the authors' official PyTorch code (see Golden/README.md): the module's
@@ -56,6 +56,9 @@ public sealed class GoldenCase : IDisposable
         using var c = Open(id);
         return c.Kind == kind;
     });
+
+    /// <summary>A golden file by path (its id is the file name).</summary>
+    public static GoldenCase Load(string path) => new(System.IO.Path.GetFileName(path), path);
 
     public static GoldenCase Open(string id)
     {

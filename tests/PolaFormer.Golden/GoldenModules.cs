@@ -1,6 +1,6 @@
 using PolaFormer.Attention;
 
-namespace PolaFormer.Tests.Infrastructure;
+namespace PolaFormer.Golden;
 
 /// <summary>Builds this library's module for a golden case from the official class name and hyper-parameters.</summary>
 public static class GoldenModules
@@ -9,6 +9,9 @@ public static class GoldenModules
     public const string PvtPolarity = "models.pola_pvt.PolaLinearAttention";
     public const string SwinSoftmax = "models.pola_swin.WindowAttention";
     public const string PvtSoftmax = "models.pola_pvt.Attention";
+
+    /// <summary>Polarity attention (as opposed to softmax): a case both implementations are checked on.</summary>
+    public static bool IsPolarity(GoldenCase c) => c.Module is SwinPolarity or PvtPolarity;
 
     /// <summary>The attention layer of an attention-kind case, and the (height, width) to call it with.</summary>
     public static (TokenAttention Module, long Height, long Width) Attention(GoldenCase c, PolarityImplementation implementation)
