@@ -1,5 +1,5 @@
 using System.Text.Json;
-using PolaFormer.Attention;
+using PolaFormer.Benchmarks.Shared;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,41 +18,11 @@ internal static class AttentionCommand
         long tokens = args.Int("tokens", 3136), dim = args.Int("dim", 64), heads = args.Int("heads", 2), batch = args.Int("batch", 1);
         string mode = args.Text("mode", "fwdbwd");
         int threads = (int)args.Int("threads", 2);
-        if (mode is not ("fwd" or "fwdbwd")) throw new ArgumentException($"--mode is '{mode}'; expected fwd or fwdbwd.");
-        long side = (long)Math.Round(Math.Sqrt(tokens));
-        if (side * side != tokens) throw new ArgumentException($"--tokens is {tokens}; expected a square number (the layer runs on a side × side grid).");
-
         torch.set_num_threads(threads);
         manual_seed(0);
         long baseline = Measurement.CurrentRss();
-        TokenAttention layer = impl switch
-        {
-            "pola" => new PolaLinearAttention(dim, (side, side), heads, qkvBias: true, implementation: PolarityImplementation.Fast),
-            "pola-reference" => new PolaLinearAttention(dim, (side, side), heads, qkvBias: true, implementation: PolarityImplementation.Reference),
-            "softmax" => new SpatialReductionAttention(dim, heads, qkvBias: true),
-            _ => throw new ArgumentException($"--impl is '{impl}'; expected pola, pola-reference or softmax."),
-        };
-        if (impl != "softmax") RandomisePolarityParameters(layer);
-        var x = randn(batch, tokens, dim);
-        var r = randn(batch, tokens, dim);
-        if (mode == "fwd") layer.eval(); else layer.train();
-
-        var timing = TimingOptions.From(args, new TimingOptions());
-        var result = Measurement.Time(() =>
-        {
-            using var scope = NewDisposeScope();
-            if (mode == "fwd")
-            {
-                using var noGrad = no_grad();
-                layer.forward(x, side, side);
-            }
-            else
-            {
-                var input = x.detach().requires_grad_(true);
-                (layer.forward(input, side, side) * r).sum().backward();
-                layer.zero_grad();
-            }
-        }, timing);
+        using var workload = new AttentionWorkload(impl, tokens, dim, heads, batch, mode);
+        var result = Measurement.Time(workload.Step, TimingOptions.From(args, new TimingOptions()));
 
         var report = new
         {
@@ -64,14 +34,5 @@ internal static class AttentionCommand
         };
         Report.Print(report, args.Flag("json"));
         return 0;
-    }
-
-    /// <summary>The layer's polarity parameters start at zero; spread them as trained ones are so the power is
-    /// not the trivial 3 everywhere.</summary>
-    private static void RandomisePolarityParameters(nn.Module layer)
-    {
-        using var noGrad = no_grad();
-        foreach (var (name, p) in layer.named_parameters())
-            if (name is "power" or "scale" or "positional_encoding") p.copy_(randn_like(p) * (name == "power" ? 1.0 : 0.5));
     }
 }

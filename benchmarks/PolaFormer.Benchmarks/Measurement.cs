@@ -68,24 +68,11 @@ internal static class Measurement
     }
 
     /// <summary>Peak resident set size of this process (VmHWM), in bytes; -1 where /proc is unavailable.</summary>
-    public static long PeakRss() => ReadStatus("VmHWM:");
+    public static long PeakRss() => PolaFormer.Benchmarks.Shared.ProcessMemory.PeakRss();
 
     /// <summary>Resident set size now (VmRSS), in bytes.</summary>
-    public static long CurrentRss() => ReadStatus("VmRSS:");
+    public static long CurrentRss() => PolaFormer.Benchmarks.Shared.ProcessMemory.CurrentRss();
 
-    private static long ReadStatus(string key)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith(key, StringComparison.Ordinal))
-                    // "VmHWM:\t  123456 kB": a tab after the key, and no padding once the number has 8 digits
-                    return long.Parse(line[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return -1;
-    }
 
     /// <summary>The BLAS/MKL shared objects mapped into this process (what LibTorch actually calls), or null.</summary>
     public static string? BlasLibraries()

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Reflection;
 using PolaFormer.Attention;
+using PolaFormer.Benchmarks.Shared;
 using PolaFormer.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -74,39 +75,13 @@ internal static class AttentionBenchmark
 
     private static void One(Context ctx, Dictionary<string, object?> report, string impl, long tokens, long dim, long heads, long batch, string mode, bool tf32)
     {
-        long side = (long)Math.Round(Math.Sqrt(tokens));
-        if (side * side != tokens) throw new ArgumentException($"--tokens has {tokens}; expected square numbers (the layer runs on a side × side grid).");
         ctx.SetTf32(tf32);
         manual_seed(0);
         var probe = new MemoryProbe(ctx);
         try
         {
-            using TokenAttention layer = impl switch
-            {
-                "pola" => new PolaLinearAttention(dim, (side, side), heads, qkvBias: true, implementation: PolarityImplementation.Fast, device: ctx.Device),
-                "pola-reference" => new PolaLinearAttention(dim, (side, side), heads, qkvBias: true, implementation: PolarityImplementation.Reference, device: ctx.Device),
-                "softmax" => new SpatialReductionAttention(dim, heads, qkvBias: true, device: ctx.Device),
-                _ => throw new ArgumentException($"--impls has '{impl}'; expected pola, pola-reference or softmax."),
-            };
-            if (impl != "softmax") RandomisePolarityParameters(layer);
-            using var x = randn(batch, tokens, dim, device: ctx.Device);
-            using var r = randn(batch, tokens, dim, device: ctx.Device);
-            if (mode == "fwd") layer.eval(); else layer.train();
-            var result = Timing.Measure(ctx, () =>
-            {
-                using var scope = NewDisposeScope();
-                if (mode == "fwd")
-                {
-                    using var noGrad = no_grad();
-                    layer.forward(x, side, side);
-                }
-                else
-                {
-                    var input = x.detach().requires_grad_(true);
-                    (layer.forward(input, side, side) * r).sum().backward();
-                    layer.zero_grad();
-                }
-            });
+            using var workload = new AttentionWorkload(impl, tokens, dim, heads, batch, mode, ctx.Device);
+            var result = Timing.Measure(ctx, workload.Step);
             report["median_ms"] = result.MedianMs;
             report["min_ms"] = result.MinMs;
             report["max_ms"] = result.MaxMs;
@@ -121,15 +96,6 @@ internal static class AttentionBenchmark
         foreach (var (k, v) in probe.Report()) report[k] = v;
         report["runtime"] = Program.RuntimeDescription;
         Json.WriteLine(report);
-    }
-
-    /// <summary>The layer's polarity parameters start at zero; spread them as trained ones are (same rule as the CPU
-    /// benchmark and the Python script) so the power is not the trivial 3 everywhere.</summary>
-    private static void RandomisePolarityParameters(nn.Module layer)
-    {
-        using var noGrad = no_grad();
-        foreach (var (name, p) in layer.named_parameters())
-            if (name is "power" or "scale" or "positional_encoding") p.copy_(randn_like(p) * (name == "power" ? 1.0 : 0.5));
     }
 
     internal static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();

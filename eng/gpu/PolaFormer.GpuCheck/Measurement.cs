@@ -83,20 +83,9 @@ internal static unsafe class Memory
         return status == 0 ? ((long)(total - free), (long)total) : (-1, -1);
     }
 
-    public static long PeakRss() => ReadStatus("VmHWM:");
-    public static long CurrentRss() => ReadStatus("VmRSS:");
+    public static long PeakRss() => PolaFormer.Benchmarks.Shared.ProcessMemory.PeakRss();
+    public static long CurrentRss() => PolaFormer.Benchmarks.Shared.ProcessMemory.CurrentRss();
 
-    private static long ReadStatus(string key)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith(key, StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        }
-        catch (IOException) { }
-        return -1;
-    }
 }
 
 /// <summary>A memory probe for one configuration: GPU used-memory delta on CUDA, RSS on the CPU.</summary>
