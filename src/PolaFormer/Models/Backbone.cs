@@ -78,6 +78,15 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
         register_module(name, replacement);
     }
 
+    /// <summary>Throws unless <paramref name="features"/> is (B, <see cref="NumFeatures"/>), the input of the head.</summary>
+    /// <exception cref="ArgumentException">features has another shape.</exception>
+    protected void CheckFeatures(Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 2 || features.shape[1] != NumFeatures)
+            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+    }
+
     /// <summary>Reports an intermediate to <see cref="IntermediateObserver"/>.</summary>
     protected void Observe(string name, Tensor value) => IntermediateObserver?.Invoke(name, value);
 }

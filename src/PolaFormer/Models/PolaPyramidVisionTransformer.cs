@@ -348,9 +348,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     /// <exception cref="ArgumentException">features is not (B, <see cref="NumFeatures"/>).</exception>
     public override Tensor ForwardHead(Tensor features)
     {
-        ArgumentNullException.ThrowIfNull(features);
-        if (features.dim() != 2 || features.shape[1] != NumFeatures)
-            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        CheckFeatures(features);
         return head.forward(features);
     }
 

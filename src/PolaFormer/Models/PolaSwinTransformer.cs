@@ -242,10 +242,7 @@ public sealed class PolaSwinTransformer : Backbone
     /// features themselves when there is no classifier.</summary>
     public override Tensor ForwardHead(Tensor features)
     {
-        ArgumentNullException.ThrowIfNull(features);
-        if (features.dim() != 2 || features.shape[1] != NumFeatures)
-            throw new ArgumentException(
-                $"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        CheckFeatures(features);
         return head is null ? features.alias() : head.forward(features);
     }
 

@@ -179,9 +179,7 @@ public sealed class PolaVisionTransformer : Backbone
     /// <inheritdoc />
     public override Tensor ForwardHead(Tensor features)
     {
-        ArgumentNullException.ThrowIfNull(features);
-        if (features.dim() != 2 || features.shape[1] != NumFeatures)
-            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
+        CheckFeatures(features);
         return head.forward(features);
     }
 
