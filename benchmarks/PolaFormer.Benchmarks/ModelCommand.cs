@@ -13,14 +13,7 @@ internal static class ModelCommand
 {
     public static int Run(Arguments args)
     {
-        string name = args.Text("name", "pola_pvt_tiny");
-        long batch = args.Int("batch", 1), size = args.Int("size", 224);
-        string mode = args.Text("mode", "infer");
-        int threads = (int)args.Int("threads", 2);
-        if (mode is not ("infer" or "train")) throw new ArgumentException($"--mode is '{mode}'; expected infer or train.");
-        if (!ModelZoo.Names.Contains(name))
-            throw new ArgumentException($"--name is '{name}'; expected one of {string.Join(", ", ModelZoo.Names)}.");
-        if (batch < 1) throw new ArgumentException($"--batch is {batch}; expected 1 or more.");
+        var (name, batch, size, mode, threads) = ModelArguments.From(args, defaultBatch: 1);
 
         torch.set_num_threads(threads);
         manual_seed(0);

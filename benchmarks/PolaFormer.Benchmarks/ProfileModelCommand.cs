@@ -19,14 +19,8 @@ internal static class ProfileModelCommand
 {
     public static int Run(Arguments args)
     {
-        string name = args.Text("name", "pola_pvt_tiny");
-        long batch = args.Int("batch", 8), size = args.Int("size", 224);
-        string mode = args.Text("mode", "infer");
-        int threads = (int)args.Int("threads", 2);
+        var (name, batch, size, mode, threads) = ModelArguments.From(args, defaultBatch: 8);
         bool json = args.Flag("json");
-        if (mode is not ("infer" or "train")) throw new ArgumentException($"--mode is '{mode}'; expected infer or train.");
-        if (!ModelZoo.Names.Contains(name))
-            throw new ArgumentException($"--name is '{name}'; expected one of {string.Join(", ", ModelZoo.Names)}.");
         torch.set_num_threads(threads);
         manual_seed(0);
         var timing = TimingOptions.From(args, new TimingOptions(Warmup: 2, MinIterations: 5, MinSeconds: 1, MaxSeconds: 20));
