@@ -32,7 +32,7 @@ def timing(tokens, impl):
 
 def run_one(a, py, cap, key, language, impl, tokens, mode, rnd, **retries):
     common = ['--impl', impl, '--tokens', tokens, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
-              '--mode', mode, '--threads', a.threads, *timing(tokens, impl)]
+              '--mode', mode, '--threads', a.threads, '--cpu-runtime', a.cpu_runtime, *timing(tokens, impl)]
     if language == 'csharp':
         r = b.run_json(b.csharp('attention', *common), cap, extra_env=b.DOTNET_ENV, **retries)
     else:
@@ -83,6 +83,9 @@ def main():
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--cap-gib', type=float, default=20, help='address-space cap per process (protects the machine)')
+    p.add_argument('--cpu-runtime', default='default', choices=['default', 'tuned', 'passive'],
+                   help='native CPU runtime of both sides (default: untouched; "tuned" keeps freed memory, which costs '
+                        'address space for the 15 GB softmax matrices at 25,600 tokens: they no longer fit the cap)')
     p.add_argument('--no-build', action='store_true')
     p.add_argument('--no-profile', action='store_true')
     p.add_argument('--append', action='store_true', help='add to results/attention.jsonl instead of starting afresh')
@@ -120,7 +123,7 @@ def main():
 
     if not a.no_profile:
         argv = b.csharp('profile-attention', '--tokens', 3136, '--dim', a.dim, '--heads', a.heads, '--batch', a.batch,
-                        '--threads', a.threads, '--min-seconds', 1.5)
+                        '--threads', a.threads, '--min-seconds', 1.5, '--cpu-runtime', a.cpu_runtime)
         import subprocess
         proc = subprocess.run(argv, capture_output=True, text=True, env=dict(__import__('os').environ, **b.DOTNET_ENV))
         b.write_jsonl('profile.jsonl', [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')])

@@ -16,9 +16,9 @@ import benchlib as b
 MODELS = ['pola_pvt_tiny', 'pvt_tiny_softmax']
 
 
-def attempt(name, size, cap, limit, threads, phase):
+def attempt(name, size, cap, limit, threads, phase, cpu_runtime):
     argv = b.csharp('model', '--name', name, '--batch', 1, '--size', size, '--mode', 'infer', '--threads', threads,
-                    '--warmup', 0, '--iterations', 1, '--min-seconds', 0, '--max-seconds', 0)
+                    '--warmup', 0, '--iterations', 1, '--min-seconds', 0, '--max-seconds', 0, '--cpu-runtime', cpu_runtime)
     r = b.run_json(argv, cap, timeout=600, extra_env=b.DOTNET_ENV, rss_limit=limit)
     r.update(name=name, size=size, phase=phase, limit_bytes=limit, cap_bytes=cap)
     r['fits'] = not r.get('failed') and r['peak_rss_bytes'] <= limit
@@ -37,6 +37,9 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--sizes', default='224,512,1024')
     p.add_argument('--start', type=int, default=224)
+    p.add_argument('--cpu-runtime', default='default', choices=['default', 'tuned', 'passive'],
+                   help='native CPU runtime (default: untouched; "tuned" keeps freed memory for reuse, which raises '
+                        'the peak of a single huge forward)')
     p.add_argument('--no-build', action='store_true')
     a = p.parse_args()
     if not a.no_build:
@@ -45,12 +48,12 @@ def main():
     b.write_jsonl('memory.jsonl', [])
     for name in a.models.split(','):
         for size in [int(s) for s in a.sizes.split(',')]:
-            attempt(name, size, cap, limit, a.threads, 'peak')
+            attempt(name, size, cap, limit, a.threads, 'peak', a.cpu_runtime)
     for name in a.models.split(','):
         good, bad = None, None
         size = a.start
         while bad is None:
-            if attempt(name, size, cap, limit, a.threads, 'double'):
+            if attempt(name, size, cap, limit, a.threads, 'double', a.cpu_runtime):
                 good, size = size, size * 2
             else:
                 bad = size
@@ -59,7 +62,7 @@ def main():
             continue
         while bad - good > 32:
             mid = (good + bad) // 2 // 32 * 32
-            if attempt(name, mid, cap, limit, a.threads, 'bisect'):
+            if attempt(name, mid, cap, limit, a.threads, 'bisect', a.cpu_runtime):
                 good = mid
             else:
                 bad = mid

@@ -34,6 +34,10 @@ public sealed record CpuRuntimeOptions
     /// system (glibc: no <c>mmap</c> for large blocks, no trimming of the heap). The resident size then stays near its
     /// peak. Default: true. Linux with glibc only; ignored elsewhere.
     /// </summary>
+    /// <remarks>The cost: every block now comes from one heap, so a freed block can serve only requests it can hold,
+    /// and the peak of a single huge pass grows. Measured (docs/benchmarks.md): Pola-PVT-T's largest batch-1 input
+    /// within 8 GiB falls from about 3,900 to 3,360 pixels square, and softmax attention over 25,600 tokens (15 GB of
+    /// score matrices) no longer fits a 20 GiB address-space cap. Leave it off for maximum-resolution inference.</remarks>
     public bool RetainFreedMemory { get; init; } = true;
 
     /// <summary>
