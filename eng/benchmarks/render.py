@@ -430,6 +430,13 @@ def memory_section(out):
                 res = 'fits' if r['fits'] else ('over 8 GiB' if not r.get('failed') else r['error'][:90])
                 out.append(f"| {r['name']} | {r['size']} | {r['phase']} | {peak} | {secs} | {res} |")
         out.append('\n</details>\n')
+    tuned = {r['name']: r for r in b.read_jsonl('memory-tuned-runtime.jsonl') if r.get('benchmark') == 'memory-limit'}
+    if tuned:
+        out.append('The same search with `--cpu-runtime tuned` (freed native memory kept for reuse, the training '
+                   'program\'s default; `results/memory-tuned-runtime.jsonl`, an earlier sitting the same day): ' +
+                   ', '.join(f"{MODEL_LABELS[n]} **{r['largest_side']}** px" for n, r in tuned.items() if n in MODEL_LABELS) +
+                   '. Retention makes a single huge pass peak higher (a freed block serves only requests it can hold), '
+                   'so leave it off for maximum-resolution inference.\n')
 
 
 def session2_section(out):
@@ -441,11 +448,13 @@ def session2_section(out):
         if (folder / 'models.jsonl').exists() else []
     if not rows:
         return
-    out.append('### Re-measured for this release (`bash eng/benchmarks/run-session2.sh`)\n')
-    out.append('Sections 1–4 above are the full run of the first release. This release re-measured, in one sitting, '
-               'the polarity layer (forward + backward, dim 64, 2 heads, batch 1, 2 threads) on both sides under the '
-               'same CPU runtime settings, and the four models at batch 8: fresh process per measurement, the sides '
-               'alternating, two rounds. Cells: median of the two processes\' medians (each process in brackets).\n')
+    out.append('### A second sitting (`bash eng/benchmarks/run-session2.sh`)\n')
+    out.append('A shorter run of the same code, earlier the same day, kept as a measure of how far one sitting on '
+               'this machine can differ from another: the polarity layer (forward + backward, dim 64, 2 heads, batch '
+               '1, 2 threads) on both sides under the same CPU runtime settings (and, at 3,136 tokens, with the '
+               'runtime untouched on both sides), and the four models at batch 8: fresh process per measurement, the '
+               'sides alternating, two rounds. Cells: median of the two processes\' medians (each process in '
+               'brackets).\n')
     group = defaultdict(list)
     for r in rows:
         rt = 'tuned' if 'kept for reuse' in r.get('cpu_runtime', '') else 'default'
@@ -538,19 +547,16 @@ def main():
                    "beside PyTorch's (softmax attention at 3,136 tokens, forward + backward: 596 ms against 241 ms).")
         out.append('- Threads: 2 on both sides (`torch.set_num_threads(2)`; the Python side also sets '
                    'OMP/OPENBLAS_NUM_THREADS=2 before importing torch); float32; batch 1 unless stated.')
-        runtimes = sorted({r.get('cpu_runtime', 'CPU runtime: defaults (not recorded)') for r in attention_rows
-                           + b.read_jsonl('models.jsonl') if not r.get('failed')})
-        if runtimes == ['CPU runtime: defaults (not recorded)']:
-            out.append('- Native CPU runtime: sections 1–4 were measured by the first release\'s tools, which left it '
-                       'at its defaults (glibc malloc and OpenMP untouched); the re-measurement in section 5 states its '
-                       'setting (`--cpu-runtime`, `TorchRuntime.ConfigureCpu()`).\n')
-            runtimes = []
-        if runtimes:
-            out.append('- Native CPU runtime (`--cpu-runtime`, default `tuned` in both tools and in the training program; '
-                   'recorded per measurement as `cpu_runtime`): ' + ' | '.join(f'`{x}`' for x in runtimes) + '. '
-                   '"Freed native memory kept for reuse" is `TorchRuntime.ConfigureCpu()` on the C# side and the same '
-                   '`mallopt` calls through ctypes on the Python side, so both sides run under the same allocator '
-                   'settings (section 5 says why it matters).\n')
+        def runtimes(rows):
+            return ' / '.join(sorted({r.get('cpu_runtime', 'CPU runtime: defaults (not recorded)')
+                                      for r in rows if not r.get('failed')})) or '–'
+        out.append('- Native CPU runtime (`--cpu-runtime` of both tools, recorded per measurement as `cpu_runtime`; '
+                   '"freed native memory kept for reuse" is `TorchRuntime.ConfigureCpu()` on the C# side and the same '
+                   '`mallopt` calls through ctypes on the Python side, so both sides always run under the same '
+                   f'settings): attention sweep and memory search `{runtimes(attention_rows)}` (untouched: retention '
+                   'raises the peak of one huge pass, see section 4); whole models '
+                   f'`{runtimes(b.read_jsonl("models.jsonl"))}` (the training program\'s default; section 5 says why '
+                   'it matters).\n')
 
     out.append('## 1. Attention: polarity vs softmax, ours vs the official op sequence in PyTorch\n')
     out.append('One PVT-style attention layer on a √N × √N token grid, dim 64, 2 heads (head dim 32), batch 1, no '
