@@ -449,8 +449,9 @@ def session2_section(out):
     if not rows:
         return
     out.append('### A second sitting (`bash eng/benchmarks/run-session2.sh`)\n')
-    out.append('A shorter run of the same code, earlier the same day, kept as a measure of how far one sitting on '
-               'this machine can differ from another: the polarity layer (forward + backward, dim 64, 2 heads, batch '
+    out.append('A shorter run earlier the same day, before the benchmark tool was built without tiered '
+               'compilation (see above: its small-N figures time the JIT\'s warm-up, ours 0.70–0.91× PyTorch at 196 '
+               'and 784 tokens where sections 1 and 2 measure 1.8–2×), kept as the record of that finding: the polarity layer (forward + backward, dim 64, 2 heads, batch '
                '1, 2 threads) on both sides under the same CPU runtime settings (and, at 3,136 tokens, with the '
                'runtime untouched on both sides), and the four models at batch 8: fresh process per measurement, the '
                'sides alternating, two rounds. Cells: median of the two processes\' medians (each process in '

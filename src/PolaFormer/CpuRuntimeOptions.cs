@@ -36,7 +36,7 @@ public sealed record CpuRuntimeOptions
     /// </summary>
     /// <remarks>The cost: every block now comes from one heap, so a freed block can serve only requests it can hold,
     /// and the peak of a single huge pass grows. Measured (docs/benchmarks.md): Pola-PVT-T's largest batch-1 input
-    /// within 8 GiB falls from about 3,900 to 3,360 pixels square, and softmax attention over 25,600 tokens (15 GB of
+    /// within 8 GiB falls from 4,320 to 3,360 pixels square, and softmax attention over 25,600 tokens (15 GB of
     /// score matrices) no longer fits a 20 GiB address-space cap. Leave it off for maximum-resolution inference.</remarks>
     public bool RetainFreedMemory { get; init; } = true;
 
