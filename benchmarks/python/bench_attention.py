@@ -13,7 +13,6 @@ only in a fresh process (as on the C# side).
 """
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -70,7 +69,7 @@ if ARGS is not None:
 
 import torch  # noqa: E402
 
-from official_layers import Attention, PolaLinearAttention  # noqa: E402  (imports torch: after the environment)
+from official_layers import attention_step  # noqa: E402  (imports torch: after the environment)
 
 
 def blas_library():
@@ -120,38 +119,13 @@ def time_it(step, warmup, min_iterations, min_seconds, max_seconds, max_iteratio
 def main():
     a = ARGS
 
-    side = int(round(math.sqrt(a.tokens)))
-    if side * side != a.tokens:
-        sys.exit(f'error: --tokens is {a.tokens}; expected a square number (the layer runs on a side x side grid).')
-
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     baseline = current_rss()
-    if a.impl == 'pola':
-        layer = PolaLinearAttention(a.dim, a.tokens, a.heads, qkv_bias=True)
-        # The official init leaves these at zero; spread them as trained ones are (same rule as the C# side).
-        with torch.no_grad():
-            for name, prm in layer.named_parameters():
-                if name in ('power', 'scale', 'positional_encoding'):
-                    prm.copy_(torch.randn_like(prm) * (1.0 if name == 'power' else 0.5))
-    else:
-        layer = Attention(a.dim, a.heads, qkv_bias=True)
-    x = torch.randn(a.batch, a.tokens, a.dim)
-    r = torch.randn(a.batch, a.tokens, a.dim)
-
-    if a.mode == 'fwd':
-        layer.eval()
-
-        def step():
-            with torch.no_grad():
-                layer(x, side, side)
-    else:
-        layer.train()
-
-        def step():
-            inp = x.detach().requires_grad_(True)
-            (layer(inp, side, side) * r).sum().backward()
-            layer.zero_grad()
+    try:
+        step = attention_step(a.impl, a.tokens, a.dim, a.heads, a.batch, a.mode)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
 
     samples, warmups = time_it(step, a.warmup, a.iterations, a.min_seconds, a.max_seconds, a.max_iterations)
     peak = peak_rss()

@@ -17,7 +17,6 @@ Works with PyTorch 1.13 (Debian's, CPU dry run) and 2.x (the GPU machine).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ def parse_args(argv=None):
 
 import torch  # noqa: E402
 
-from official_layers import Attention, PolaLinearAttention  # noqa: E402  (beside this script, also in the GPU pack)
+from official_layers import attention_step  # noqa: E402  (beside this script, also in the GPU pack)
 
 
 def is_oom(e):
@@ -89,9 +88,6 @@ def measure(step, sync, quick):
 def one(a, impl, tokens):
     report = {'benchmark': 'attention', 'language': 'python', 'impl': impl, 'tokens': tokens, 'dim': a.dim,
               'heads': a.heads, 'batch': a.batch, 'mode': a.mode, 'device': a.device, 'dtype': 'float32', 'tf32': a.tf32}
-    side = int(round(math.sqrt(tokens)))
-    if side * side != tokens:
-        raise SystemExit(f'error: --tokens has {tokens}; expected square numbers (the layer runs on a side x side grid).')
     cuda = a.device == 'cuda'
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = a.tf32 == 'on'
@@ -109,33 +105,10 @@ def one(a, impl, tokens):
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     try:
-        if impl == 'pola':
-            layer = PolaLinearAttention(a.dim, tokens, a.heads, qkv_bias=True).to(device)
-            # The official init leaves these at zero; spread them as trained ones are (same rule as the C# side).
-            with torch.no_grad():
-                for name, prm in layer.named_parameters():
-                    if name in ('power', 'scale', 'positional_encoding'):
-                        prm.copy_(torch.randn_like(prm) * (1.0 if name == 'power' else 0.5))
-        elif impl == 'softmax':
-            layer = Attention(a.dim, a.heads, qkv_bias=True).to(device)
-        else:
-            raise SystemExit(f"error: --impls has '{impl}'; expected pola or softmax.")
-        x = torch.randn(a.batch, tokens, a.dim, device=device)
-        r = torch.randn(a.batch, tokens, a.dim, device=device)
-        if a.mode == 'fwd':
-            layer.eval()
-
-            def step():
-                with torch.no_grad():
-                    layer(x, side, side)
-        else:
-            layer.train()
-
-            def step():
-                inp = x.detach().requires_grad_(True)
-                (layer(inp, side, side) * r).sum().backward()
-                layer.zero_grad()
-
+        try:
+            step = attention_step(impl, tokens, a.dim, a.heads, a.batch, a.mode, device)
+        except ValueError as e:
+            raise SystemExit(f'error: {e}')
         samples = measure(step, sync, a.quick)
         samples.sort()
         report.update({'median_ms': statistics.median(samples), 'min_ms': samples[0], 'max_ms': samples[-1],

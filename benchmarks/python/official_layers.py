@@ -5,6 +5,8 @@ here from tests/PolaFormer.Tests/Golden/README.md ("Behaviours of the official c
 not imported. Used by bench_attention.py (CPU), gpu_attention.py (GPU) and check_golden.py. Import it after any
 environment a BLAS or OpenMP must read at load time has been set: it imports torch.
 """
+import math
+
 import torch
 import torch.nn as nn
 
@@ -131,3 +133,39 @@ class Attention(nn.Module):
         x = self.proj(x)
         x = self.proj_drop(x)
         return x
+
+
+def attention_step(impl, tokens, dim, heads, batch, mode, device='cpu'):
+    """The benchmark's unit of work, as the C# side's AttentionWorkload: one layer (PVT style, no spatial reduction,
+    q/k/v biases) on a side x side grid, its input and a fixed random cotangent. Returns step(): fwd is a forward
+    without gradients, fwdbwd is forward, sum(y * r), backward to the input and every parameter."""
+    side = int(round(math.sqrt(tokens)))
+    if side * side != tokens:
+        raise ValueError(f'tokens is {tokens}; expected a square number (the layer runs on a side x side grid).')
+    if impl == 'pola':
+        layer = PolaLinearAttention(dim, tokens, heads, qkv_bias=True).to(device)
+        # The official init leaves these at zero; spread them as trained ones are (same rule as the C# side).
+        with torch.no_grad():
+            for name, prm in layer.named_parameters():
+                if name in ('power', 'scale', 'positional_encoding'):
+                    prm.copy_(torch.randn_like(prm) * (1.0 if name == 'power' else 0.5))
+    elif impl == 'softmax':
+        layer = Attention(dim, heads, qkv_bias=True).to(device)
+    else:
+        raise ValueError(f"impl is '{impl}'; expected pola or softmax.")
+    x = torch.randn(batch, tokens, dim, device=device)
+    r = torch.randn(batch, tokens, dim, device=device)
+    if mode == 'fwd':
+        layer.eval()
+
+        def step():
+            with torch.no_grad():
+                layer(x, side, side)
+    else:
+        layer.train()
+
+        def step():
+            inp = x.detach().requires_grad_(True)
+            (layer(inp, side, side) * r).sum().backward()
+            layer.zero_grad()
+    return step
