@@ -94,31 +94,30 @@ internal static class DepthwiseConvolution
         fixed (byte* px = x.bytes, pg = g.bytes)
         {
             float* xs = (float*)px, gs = (float*)pg;
-            Parallel.For(0, geo.Planes, new ParallelOptions { MaxDegreeOfParallelism = Workers(geo) }, () => Rent(geo),
-                (plane, _, buffers) =>
-                {
-                    var (paddedX, rows) = buffers;
-                    var gPlane = new ReadOnlySpan<float>(gs + (long)plane * geo.Plane, geo.Plane);
-                    var sums = partial.AsSpan(plane * (taps + 1), taps + 1);
+            KernelThreads.For(geo.Planes, Workers(geo), plane =>
+            {
+                var (paddedX, rows) = Rent(geo);
+                var gPlane = new ReadOnlySpan<float>(gs + (long)plane * geo.Plane, geo.Plane);
+                var sums = partial.AsSpan(plane * (taps + 1), taps + 1);
 
-                    // The output gradient laid out with the padded row stride (zeros in the extra columns), dotted
-                    // with the padded input shifted by each tap.
-                    Pad(new ReadOnlySpan<float>(xs + (long)plane * geo.Plane, geo.Plane), paddedX, geo);
-                    var gRows = rows.AsSpan(0, geo.RowsLength);
-                    gRows.Clear();
-                    double planeSum = 0;
-                    for (int y = 0; y < geo.H; y++)
-                    {
-                        var src = gPlane.Slice(y * geo.W, geo.W);
-                        src.CopyTo(gRows.Slice(y * geo.Wp, geo.W));
-                        foreach (var v in src) planeSum += v;
-                    }
-                    for (int ky = 0; ky < geo.K; ky++)
-                        for (int kx = 0; kx < geo.K; kx++)
-                            sums[ky * geo.K + kx] = SpanMath.Dot(gRows, paddedX.AsSpan(ky * geo.Wp + kx, geo.RowsLength));
-                    sums[taps] = planeSum;
-                    return buffers;
-                }, Return);
+                // The output gradient laid out with the padded row stride (zeros in the extra columns), dotted
+                // with the padded input shifted by each tap.
+                Pad(new ReadOnlySpan<float>(xs + (long)plane * geo.Plane, geo.Plane), paddedX, geo);
+                var gRows = rows.AsSpan(0, geo.RowsLength);
+                gRows.Clear();
+                double planeSum = 0;
+                for (int y = 0; y < geo.H; y++)
+                {
+                    var src = gPlane.Slice(y * geo.W, geo.W);
+                    src.CopyTo(gRows.Slice(y * geo.Wp, geo.W));
+                    foreach (var v in src) planeSum += v;
+                }
+                for (int ky = 0; ky < geo.K; ky++)
+                    for (int kx = 0; kx < geo.K; kx++)
+                        sums[ky * geo.K + kx] = SpanMath.Dot(gRows, paddedX.AsSpan(ky * geo.Wp + kx, geo.RowsLength));
+                sums[taps] = planeSum;
+                Return((paddedX, rows));
+            });
         }
 
         var weightGrad = new double[geo.Channels * taps];

@@ -82,20 +82,36 @@ internal static class PolarityFeatureMap
         return summed.reshape(shape);
     }
 
-    /// <summary>Rows (b, head, token) of x (B, heads, N, d), each d contiguous floats at a strided offset.</summary>
-    private readonly record struct Layout(long Rows, int Heads, int Tokens, int D, long BatchStride, long HeadStride, long TokenStride)
+    /// <summary>
+    /// Rows (b, head, token) of x (B, heads, N, d), each d contiguous floats at a strided offset, walked in blocks of
+    /// up to <see cref="TokensPerBlock"/> consecutive tokens of one (b, head): a block's rows share their exponents,
+    /// sit one token stride apart in x and are consecutive in the (B, heads, N, 2d) output, so no row needs index
+    /// arithmetic of its own.
+    /// </summary>
+    private readonly record struct Layout(int Heads, int Tokens, int D, long BatchStride, long HeadStride, long TokenStride, int BlocksPerHead, int Blocks)
     {
-        public int Head(long row) => (int)(row / Tokens % Heads);
+        public long Elements => (long)Blocks / BlocksPerHead * Tokens * D;
 
-        /// <summary>Offset of a row's first element in x (in floats from x's first element).</summary>
-        public long Offset(long row)
+        /// <summary>Head, first row (in (b, head, token) order) and row count of a block.</summary>
+        public (int Head, long FirstRow, int Rows) Block(int block)
         {
-            long token = row % Tokens, rest = row / Tokens;
-            return rest / Heads * BatchStride + rest % Heads * HeadStride + token * TokenStride;
+            int slab = block / BlocksPerHead, first = block % BlocksPerHead * TokensPerBlock;
+            return (slab % Heads, (long)slab * Tokens + first, Math.Min(TokensPerBlock, Tokens - first));
         }
 
-        public static Layout Of(Tensor x) => new(x.shape[0] * x.shape[1] * x.shape[2], (int)x.shape[1], (int)x.shape[2],
-            (int)x.shape[3], x.stride(0), x.stride(1), x.stride(2));
+        /// <summary>Offset in x (in floats from its first element) of the first row of a block.</summary>
+        public long Offset(int block)
+        {
+            int slab = block / BlocksPerHead, first = block % BlocksPerHead * TokensPerBlock;
+            return slab / Heads * BatchStride + slab % Heads * HeadStride + first * TokenStride;
+        }
+
+        public static Layout Of(Tensor x)
+        {
+            int tokens = (int)x.shape[2], perHead = (tokens + TokensPerBlock - 1) / TokensPerBlock;
+            return new((int)x.shape[1], tokens, (int)x.shape[3], x.stride(0), x.stride(1), x.stride(2),
+                perHead, (int)(x.shape[0] * x.shape[1]) * perHead);
+        }
     }
 
     /// <summary>x (B, heads, N, d) is the head-split view of a contiguous (B, N, heads, d) tensor.</summary>
@@ -111,37 +127,28 @@ internal static class PolarityFeatureMap
 
     // A fixed block size, not one derived from the thread count: the exponent gradient is summed block by block in
     // block order, so the same inputs give the same bits on any number of threads.
-    private const long RowsPerBlock = 64;
-
-    private static (int Blocks, long RowsPerBlock) Partition(long rows) => ((int)((rows + RowsPerBlock - 1) / RowsPerBlock), RowsPerBlock);
+    private const int TokensPerBlock = 64;
 
     // Below this many elements a pass takes a few microseconds: waking thread-pool workers would cost more.
     private const long ParallelThreshold = 1 << 16;
 
-    private static ParallelOptions Workers(Layout layout) => new()
-    {
-        MaxDegreeOfParallelism = layout.Rows * layout.D < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads()),
-    };
+    private static int Threads(Layout layout) => layout.Elements < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads());
 
     private static unsafe void Forward(Tensor x, float[] exponents, Tensor output)
     {
         var layout = Layout.Of(x);
-        var (blocks, perBlock) = Partition(layout.Rows);
         using var source = ContiguousAlias(x);
         fixed (byte* px = source.bytes, po = output.bytes)
         {
             float* xs = (float*)px, os = (float*)po;
-            Parallel.For(0, blocks, Workers(layout), block =>
+            KernelThreads.For(layout.Blocks, Threads(layout), block =>
             {
-                long end = Math.Min(layout.Rows, (block + 1) * perBlock);
-                for (long row = block * perBlock; row < end; row++)
-                {
-                    var p = exponents.AsSpan(layout.Head(row) * layout.D, layout.D);
-                    var input = new ReadOnlySpan<float>(xs + layout.Offset(row), layout.D);
-                    var positive = new Span<float>(os + row * 2 * layout.D, layout.D);
-                    var negative = new Span<float>(os + row * 2 * layout.D + layout.D, layout.D);
-                    FeatureRow(input, p, positive, negative);
-                }
+                var (head, firstRow, rows) = layout.Block(block);
+                int d = layout.D;
+                var p = new ReadOnlySpan<float>(exponents, head * d, d);
+                float* input = xs + layout.Offset(block), features = os + firstRow * 2 * d;
+                for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d)
+                    FeatureRow(new ReadOnlySpan<float>(input, d), p, new Span<float>(features, d), new Span<float>(features + d, d));
             });
         }
     }
@@ -235,37 +242,34 @@ internal static class PolarityFeatureMap
     private static unsafe float[] Backward(Tensor x, float[] exponents, Tensor output, Tensor g, Tensor gradX)
     {
         var layout = Layout.Of(x);
-        var (blocks, perBlock) = Partition(layout.Rows);
-        int width = layout.Heads * layout.D;
-        var partial = new double[(long)blocks * width];
+        int d = layout.D;
+        var partial = new double[(long)layout.Blocks * d];   // per block: the exponent gradient of its head
         using var source = ContiguousAlias(x);
         fixed (byte* px = source.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
         {
             float* xs = (float*)px, os = (float*)po, gs = (float*)pg, gxs = (float*)pgx;
-            Parallel.For(0, blocks, Workers(layout), block =>
+            KernelThreads.For(layout.Blocks, Threads(layout), block =>
             {
-                long end = Math.Min(layout.Rows, (block + 1) * perBlock);
-                var sums = partial.AsSpan(block * width, width);
-                for (long row = block * perBlock; row < end; row++)
+                var (head, firstRow, rows) = layout.Block(block);
+                var p = new ReadOnlySpan<float>(exponents, head * d, d);
+                var sums = partial.AsSpan(block * d, d);
+                float* input = xs + layout.Offset(block);
+                long offset = firstRow * 2 * d;
+                float* features = os + offset, gradFeatures = gs + offset, gradInput = gxs + firstRow * d;
+                for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d, gradFeatures += 2 * d, gradInput += d)
                 {
-                    int head = layout.Head(row);
-                    int d = layout.D;
-                    GradientRow(
-                        new ReadOnlySpan<float>(xs + layout.Offset(row), d),
-                        new ReadOnlySpan<float>(os + row * 2 * d, 2 * d),
-                        new ReadOnlySpan<float>(gs + row * 2 * d, 2 * d),
-                        exponents.AsSpan(head * d, d),
-                        new Span<float>(gxs + row * d, d),
-                        sums.Slice(head * d, d));
+                    GradientRow(new ReadOnlySpan<float>(input, d), new ReadOnlySpan<float>(features, 2 * d),
+                        new ReadOnlySpan<float>(gradFeatures, 2 * d), p, new Span<float>(gradInput, d), sums);
                 }
             });
         }
         // Blocks are added in order, so the result does not depend on the thread schedule.
-        var total = new double[width];
-        for (int b = 0; b < blocks; b++)
+        var total = new double[layout.Heads * d];
+        for (int block = 0; block < layout.Blocks; block++)
         {
-            var sums = partial.AsSpan(b * width, width);
-            for (int i = 0; i < width; i++) total[i] += sums[i];
+            var target = total.AsSpan(layout.Block(block).Head * d, d);
+            var sums = partial.AsSpan(block * d, d);
+            for (int i = 0; i < d; i++) target[i] += sums[i];
         }
         return Array.ConvertAll(total, v => (float)v);
     }

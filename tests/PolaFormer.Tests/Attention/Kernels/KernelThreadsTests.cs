@@ -1,0 +1,55 @@
+using System.Collections.Concurrent;
+using FluentAssertions;
+using PolaFormer.Attention.Kernels;
+using PolaFormer.Tests.Infrastructure;
+using Xunit;
+
+namespace PolaFormer.Tests.Attention.Kernels;
+
+/// <summary>The parallel loop of the C# kernels, on LibTorch's OpenMP team or the thread pool.</summary>
+public sealed class KernelThreadsTests : TorchTest
+{
+    [Fact]
+    public void Runs_on_libtorchs_openmp_threads_on_linux()
+    {
+        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("POLAFORMER_KERNEL_THREADS") is { Length: > 0 })
+            return;   // other platforms may have no GNU-ABI OpenMP runtime: the thread pool is the expected result there
+        KernelThreads.Backend.Should().StartWith("OpenMP (libgomp");
+    }
+
+    [Theory]
+    [InlineData(1, 4)]
+    [InlineData(1000, 2)]
+    [InlineData(3, 8)]
+    [InlineData(57, 1)]
+    public void Calls_the_body_once_for_every_index(int count, int threads)
+    {
+        var calls = new int[count];
+        var workers = new ConcurrentDictionary<int, bool>();
+        KernelThreads.For(count, threads, i =>
+        {
+            Interlocked.Increment(ref calls[i]);
+            workers[Environment.CurrentManagedThreadId] = true;
+        });
+        calls.Should().OnlyContain(c => c == 1);
+        workers.Count.Should().BeInRange(1, Math.Min(count, threads));
+    }
+
+    [Fact]
+    public void Rethrows_the_first_exception_of_a_block_on_the_calling_thread()
+    {
+        int ran = 0;
+        var act = () => KernelThreads.For(10_000, 2, i =>
+        {
+            Interlocked.Increment(ref ran);
+            if (i == 10) throw new InvalidDataException($"block {i}");
+        });
+        act.Should().Throw<InvalidDataException>().WithMessage("block 10");
+        ran.Should().BeLessThan(10_000, "no further blocks are handed out after a failure");
+
+        // The team is usable again afterwards.
+        int after = 0;
+        KernelThreads.For(100, 2, _ => Interlocked.Increment(ref after));
+        after.Should().Be(100);
+    }
+}
