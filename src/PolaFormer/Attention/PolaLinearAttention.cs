@@ -166,19 +166,21 @@ public sealed class PolaLinearAttention : TokenAttention
         v = SplitHeads(v, batch, n, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask, Precision);
-        var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
-
+        // The depthwise convolution sees v on the full grid: stretched back to N tokens when keys were reduced.
+        var gridValues = v;
         if (sr is not null)
         {
-            v = nn.functional.interpolate(v.transpose(-2, -1).reshape(batch * heads, -1, n), size: [tokens],
+            gridValues = nn.functional.interpolate(v.transpose(-2, -1).reshape(batch * heads, -1, n), size: [tokens],
                     mode: InterpolationMode.Linear, align_corners: false)
                 .reshape(batch, heads, -1, tokens).transpose(-2, -1);
         }
-        var gridValues = PrefixTokens > 0 ? v[.., .., (int)PrefixTokens.., ..] : v;
-        var local = DepthwiseOverHeads(dwc, gridValues, batch, heads, height, width, channels);
+        if (PrefixTokens > 0) gridValues = gridValues[.., .., (int)PrefixTokens.., ..];
+        var local = DepthwiseOverHeads(dwc, gridValues, batch, heads, height, width);
         if (PrefixTokens > 0) local = nn.functional.pad(local, [0, 0, PrefixTokens, 0]);
-        output = proj_drop.forward(proj.forward((output + local) * g));
+
+        var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
+            Implementation, paddingMask, Precision);
+        var output = proj_drop.forward(proj.forward(attended));
         return output.MoveToOuterDisposeScope();
     }
 
@@ -188,10 +190,12 @@ public sealed class PolaLinearAttention : TokenAttention
 
     /// <summary>
     /// The official depthwise convolution on v, one <c>d</c>-channel kernel shared by all heads: v (B, heads, N, d)
-    /// is folded to (B·heads, d, H, W), convolved, and read back as (B, N, C) with channel h·d + c for head h.
+    /// is folded to (B·heads, d, H, W), convolved, and read back per head as (B, heads, N, d) (a view of the
+    /// convolution's channels-last output; the official code merges the heads into channel h·d + c, which the
+    /// callers do when they add it).
     /// </summary>
-    internal static Tensor DepthwiseOverHeads(Conv2d dwc, Tensor v, long batch, long heads, long height, long width, long channels) =>
+    internal static Tensor DepthwiseOverHeads(Conv2d dwc, Tensor v, long batch, long heads, long height, long width) =>
         Kernels.DepthwiseConvolution.Apply(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2), dwc.weight!, dwc.bias)
-            .reshape(batch, channels, height * width).permute(0, 2, 1);
+            .permute(0, 2, 3, 1).reshape(batch, heads, height * width, -1);
 
 }

@@ -119,10 +119,10 @@ public sealed class PolaWindowAttention : TokenAttention
         v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 
-        var attended = PolarityAttention.Compute(q, k, v, exponent, PolarityAttention.DefaultEpsilon, Implementation, paddingMask, Precision);
-        var output = attended.transpose(1, 2).reshape(batch, tokens, channels);
-        var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width, channels);
-        output = proj_drop.forward(proj.forward((output + local) * g));
+        var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width);
+        var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
+            Implementation, paddingMask, Precision);
+        var output = proj_drop.forward(proj.forward(attended));
         return output.MoveToOuterDisposeScope();
     }
 

@@ -133,11 +133,59 @@ public static class PolarityAttention
     }
 
     /// <summary>
+    /// <see cref="Compute"/> followed by the rest of a polarity layer's tail: the heads merged into channels, the
+    /// depthwise convolution's term added and the output gate applied, <c>(attention + local) · gate</c>. The layers
+    /// call this; on float32 CPU tensors with the fast formulation the readout and the tail are one C# kernel
+    /// (<see cref="Kernels.GatedReadout"/>), elsewhere LibTorch operators compute the same expression.
+    /// </summary>
+    /// <param name="q">Queries, (B, heads, N, d), already divided by the learnable scale.</param>
+    /// <param name="k">Keys, (B, heads, n, d).</param>
+    /// <param name="v">Values, (B, heads, n, d).</param>
+    /// <param name="power">The exponent of the feature map, broadcastable to (1, heads, 1, d).</param>
+    /// <param name="local">The depthwise convolution's term per head, (B, heads, N, d).</param>
+    /// <param name="gate">The output gate, (B, N, heads·d).</param>
+    /// <param name="epsilon">Added to the normaliser.</param>
+    /// <param name="implementation">Which formulation to evaluate.</param>
+    /// <param name="keyMask">Optional (B, n) mask of the real keys (see <see cref="Compute"/>).</param>
+    /// <param name="precision">Precision of the core for float16/bfloat16 inputs.</param>
+    /// <returns>(B, N, heads·d) in the dtype of q.</returns>
+    internal static Tensor ComputeGated(Tensor q, Tensor k, Tensor v, Tensor power, Tensor local, Tensor gate,
+        double epsilon, PolarityImplementation implementation, Tensor? keyMask, PolarityPrecision precision)
+    {
+        using var scope = NewDisposeScope();
+        if (implementation == PolarityImplementation.Fast && q.dtype == ScalarType.Float32
+            && Kernels.GatedReadout.Supported(q, local, gate))
+        {
+            Validate(q, k, v, power, keyMask);
+            var products = FastProducts(q, k, v, power, keyMask);
+            return Kernels.GatedReadout.Apply(products, local, gate, epsilon).MoveToOuterDisposeScope();
+        }
+        var attended = Compute(q, k, v, power, epsilon, implementation, keyMask, precision);
+        long batch = q.shape[0], tokens = q.shape[2], channels = q.shape[1] * q.shape[3];
+        return ((attended + local).transpose(1, 2).reshape(batch, tokens, channels) * gate).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// The fast formulation: |x|^p once per tensor (instead of four broadcast powers), split by sign; one matmul
     /// for Kᵀv over the full head dimension; both streams and both normalisers from one matmul of the
     /// same-signed query, read back through a view instead of concatenations.
     /// </summary>
     internal static Tensor ComputeFast(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon, Tensor? keyMask = null)
+    {
+        using var scope = NewDisposeScope();
+        long half = q.shape[^1] / 2;
+        var y = FastProducts(q, k, v, power, keyMask);
+        y = y.unflatten(y.dim() - 1, 2, half + 1);
+        var numerator = y[.., .., .., .., ..(int)half];
+        var normaliser = y[.., .., .., .., (int)half..].add(epsilon);
+        return numerator.div(normaliser).flatten(-2).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Both streams' numerators and normalisers from one matmul: (B, h, N, d + 2), per head the same-signed stream's
+    /// d/2 numerators and its normaliser, then the opposite-signed stream's (the epsilon not yet added).
+    /// </summary>
+    private static Tensor FastProducts(Tensor q, Tensor k, Tensor v, Tensor power, Tensor? keyMask)
     {
         using var scope = NewDisposeScope();
         long d = q.shape[^1];
@@ -153,21 +201,18 @@ public static class PolarityAttention
             keyCount = keep.sum([-2], keepdim: true).clamp_min(1);                         // (B, 1, 1, 1)
         }
 
-        var kv = kFeatures.transpose(-2, -1).matmul(v).div_(keyCount);   // (B, h, 2d, d) = Kᵀ[v₁ v₂] / n
-        var kMean = kFeatures.sum([-2]).unsqueeze(-1).div_(keyCount);    // (B, h, 2d, 1)
+        // One matmul gives both Kᵀv and the key sums: v widened to [v₁, 1, v₂, 1] makes each stream's d/2 + 1
+        // columns of Kᵀ[v₁, 1, v₂, 1] / n read [Kᵀv_s / n, mean K], the layout of the right-hand side below.
+        var one = ones(1, 1, 1, 1, dtype: v.dtype, device: v.device).expand(v.shape[0], v.shape[1], v.shape[2], 1);
+        var widened = cat([v[.., .., .., ..(int)half], one, v[.., .., .., (int)half..], one], -1);
+        var products = kFeatures.transpose(-2, -1).matmul(widened).div_(keyCount);   // (B, h, 2d, d + 2)
 
         // Right-hand side, 2d × (d + 2): [Kᵀv₁/n, mean K, swap(Kᵀv₂/n), swap(mean K)].
-        var sameSigned = cat([kv[.., .., .., ..(int)half], kMean], -1);
-        var opposite = cat([kv[.., .., .., (int)half..], kMean], -1);
+        var sameSigned = products[.., .., .., ..(int)(half + 1)];
+        var opposite = products[.., .., .., (int)(half + 1)..];
         opposite = cat([opposite[.., .., (int)d.., ..], opposite[.., .., ..(int)d, ..]], -2);
         var rhs = cat([sameSigned, opposite], -1);
-
-        // (B, h, N, 2, d/2 + 1): per stream, d/2 numerators followed by the normaliser.
-        var y = qFeatures.matmul(rhs);
-        y = y.unflatten(y.dim() - 1, 2, half + 1);
-        var numerator = y[.., .., .., .., ..(int)half];
-        var normaliser = y[.., .., .., .., (int)half..].add(epsilon);
-        return numerator.div(normaliser).flatten(-2).MoveToOuterDisposeScope();
+        return qFeatures.matmul(rhs).MoveToOuterDisposeScope();
     }
 
     /// <summary>[relu(x)^p, relu(−x)^p]: the fused C# kernel for float32 on the CPU, else a single power |x|^p
