@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -117,46 +117,37 @@ internal static class GatedReadout
         {
             var (b, first, end) = layout.Block(block);
             int d = layout.D, half = layout.Half, row = d + 2;
-            for (int t = first; t < end; t++)
+            // Head by head, so y's and local's rows are read as consecutive streams.
+            for (int h = 0; h < layout.Heads; h++)
             {
-                for (int h = 0; h < layout.Heads; h++)
+                float* yRow = ys + (((long)b * layout.Heads + h) * layout.Tokens + first) * row;
+                float* lRow = ls + b * layout.LocalBatch + h * layout.LocalHead + first * layout.LocalToken;
+                float* gRow = gs + b * layout.GateBatch + first * layout.GateToken + h * d;
+                float* oRow = os + ((long)b * layout.Tokens + first) * layout.Channels + h * d;
+                for (int t = first; t < end; t++, yRow += row, lRow += layout.LocalToken, gRow += layout.GateToken, oRow += layout.Channels)
                 {
-                    float* yRow = ys + (((long)b * layout.Heads + h) * layout.Tokens + t) * row;
-                    float* lRow = ls + b * layout.LocalBatch + h * layout.LocalHead + t * layout.LocalToken;
-                    float* gRow = gs + b * layout.GateBatch + t * layout.GateToken + h * d;
-                    float* oRow = os + ((long)b * layout.Tokens + t) * layout.Channels + h * d;
-                    for (int stream = 0; stream < 2; stream++)
-                    {
-                        int at = stream * half;
-                        float* numerators = yRow + stream * (half + 1);
-                        ForwardStream(new ReadOnlySpan<float>(numerators, half), numerators[half] + epsilon,
-                            new ReadOnlySpan<float>(lRow + at, half), new ReadOnlySpan<float>(gRow + at, half),
-                            new Span<float>(oRow + at, half));
-                    }
+                    ForwardStream(yRow, yRow[half] + epsilon, lRow, gRow, oRow, half);
+                    ForwardStream(yRow + half + 1, yRow[d + 1] + epsilon, lRow + half, gRow + half, oRow + half, half);
                 }
             }
         });
     }
 
-    /// <summary>out = (numerator / normaliser + local) · gate over one stream of one head.</summary>
-    private static void ForwardStream(ReadOnlySpan<float> numerator, float normaliser, ReadOnlySpan<float> local,
-        ReadOnlySpan<float> gate, Span<float> output)
+    /// <summary>out = (numerator / normaliser + local) · gate over one stream of one head (n values).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ForwardStream(float* numerator, float normaliser, float* local, float* gate, float* output, int n)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            ref float n = ref MemoryMarshal.GetReference(numerator);
-            ref float l = ref MemoryMarshal.GetReference(local);
-            ref float g = ref MemoryMarshal.GetReference(gate);
-            ref float o = ref MemoryMarshal.GetReference(output);
             var den = Vector256.Create(normaliser);
-            for (; i <= output.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                var readout = Vector256.LoadUnsafe(ref n, (nuint)i) / den;
-                ((readout + Vector256.LoadUnsafe(ref l, (nuint)i)) * Vector256.LoadUnsafe(ref g, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
+                var readout = Vector256.Load(numerator + i) / den;
+                ((readout + Vector256.Load(local + i)) * Vector256.Load(gate + i)).Store(output + i);
             }
         }
-        for (; i < output.Length; i++) output[i] = (numerator[i] / normaliser + local[i]) * gate[i];
+        for (; i < n; i++) output[i] = (numerator[i] / normaliser + local[i]) * gate[i];
     }
 
     private static unsafe void Backward(Layout layout, Tensor y, Tensor local, Tensor gate, float epsilon,
@@ -168,28 +159,21 @@ internal static class GatedReadout
         KernelThreads.For(layout.Blocks, Threads(layout), block =>
         {
             var (b, first, end) = layout.Block(block);
-            int d = layout.D, half = layout.Half, row = d + 2;
-            for (int t = first; t < end; t++)
+            int d = layout.D, half = layout.Half, row = d + 2, channels = layout.Channels;
+            for (int h = 0; h < layout.Heads; h++)
             {
-                for (int h = 0; h < layout.Heads; h++)
+                long headRow = ((long)b * layout.Heads + h) * layout.Tokens + first;
+                long tokenAt = ((long)b * layout.Tokens + first) * channels + h * d;
+                float* yRow = ys + headRow * row, dyRow = dys + headRow * row, dlRow = dls + headRow * d;
+                float* lRow = ls + b * layout.LocalBatch + h * layout.LocalHead + first * layout.LocalToken;
+                float* gRow = gs + b * layout.GateBatch + first * layout.GateToken + h * d;
+                float* doRow = dos + tokenAt, dgRow = dgs + tokenAt;
+                for (int t = first; t < end; t++, yRow += row, dyRow += row, dlRow += d, lRow += layout.LocalToken,
+                     gRow += layout.GateToken, doRow += channels, dgRow += channels)
                 {
-                    long headRow = ((long)b * layout.Heads + h) * layout.Tokens + t;
-                    long tokenAt = ((long)b * layout.Tokens + t) * layout.Channels + h * d;
-                    float* yRow = ys + headRow * row, dyRow = dys + headRow * row;
-                    float* lRow = ls + b * layout.LocalBatch + h * layout.LocalHead + t * layout.LocalToken;
-                    float* gRow = gs + b * layout.GateBatch + t * layout.GateToken + h * d;
-                    float* dlRow = dls + headRow * d;
-                    for (int stream = 0; stream < 2; stream++)
-                    {
-                        int at = stream * half;
-                        float* numerators = yRow + stream * (half + 1), gradNumerators = dyRow + stream * (half + 1);
-                        gradNumerators[half] = BackwardStream(
-                            new ReadOnlySpan<float>(numerators, half), numerators[half] + epsilon,
-                            new ReadOnlySpan<float>(lRow + at, half), new ReadOnlySpan<float>(gRow + at, half),
-                            new ReadOnlySpan<float>(dos + tokenAt + at, half),
-                            new Span<float>(gradNumerators, half), new Span<float>(dlRow + at, half),
-                            new Span<float>(dgs + tokenAt + at, half));
-                    }
+                    dyRow[half] = BackwardStream(yRow, yRow[half] + epsilon, lRow, gRow, doRow, dyRow, dlRow, dgRow, half);
+                    dyRow[d + 1] = BackwardStream(yRow + half + 1, yRow[d + 1] + epsilon, lRow + half, gRow + half,
+                        doRow + half, dyRow + half + 1, dlRow + half, dgRow + half, half);
                 }
             }
         });
@@ -200,37 +184,30 @@ internal static class GatedReadout
     /// ∂numerator = e / normaliser, ∂local = e, ∂gate = ∂L/∂out · (a + local); returns
     /// ∂normaliser = −Σ ∂numerator · a.
     /// </summary>
-    private static float BackwardStream(ReadOnlySpan<float> numerator, float normaliser, ReadOnlySpan<float> local,
-        ReadOnlySpan<float> gate, ReadOnlySpan<float> gradOutput, Span<float> gradNumerator, Span<float> gradLocal,
-        Span<float> gradGate)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float BackwardStream(float* numerator, float normaliser, float* local, float* gate, float* gradOutput,
+        float* gradNumerator, float* gradLocal, float* gradGate, int n)
     {
         int i = 0;
         float normaliserGrad = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            ref float n = ref MemoryMarshal.GetReference(numerator);
-            ref float l = ref MemoryMarshal.GetReference(local);
-            ref float g = ref MemoryMarshal.GetReference(gate);
-            ref float dout = ref MemoryMarshal.GetReference(gradOutput);
-            ref float dn = ref MemoryMarshal.GetReference(gradNumerator);
-            ref float dl = ref MemoryMarshal.GetReference(gradLocal);
-            ref float dg = ref MemoryMarshal.GetReference(gradGate);
             var den = Vector256.Create(normaliser);
             var sum = Vector256<float>.Zero;
-            for (; i <= numerator.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                var readout = Vector256.LoadUnsafe(ref n, (nuint)i) / den;
-                var upstream = Vector256.LoadUnsafe(ref dout, (nuint)i);
-                var gated = upstream * Vector256.LoadUnsafe(ref g, (nuint)i);
+                var readout = Vector256.Load(numerator + i) / den;
+                var upstream = Vector256.Load(gradOutput + i);
+                var gated = upstream * Vector256.Load(gate + i);
                 var gradN = gated / den;
-                gradN.StoreUnsafe(ref dn, (nuint)i);
-                gated.StoreUnsafe(ref dl, (nuint)i);
-                (upstream * (readout + Vector256.LoadUnsafe(ref l, (nuint)i))).StoreUnsafe(ref dg, (nuint)i);
+                gradN.Store(gradNumerator + i);
+                gated.Store(gradLocal + i);
+                (upstream * (readout + Vector256.Load(local + i))).Store(gradGate + i);
                 sum -= gradN * readout;
             }
             normaliserGrad = Vector256.Sum(sum);
         }
-        for (; i < numerator.Length; i++)
+        for (; i < n; i++)
         {
             float readout = numerator[i] / normaliser;
             float gated = gradOutput[i] * gate[i];

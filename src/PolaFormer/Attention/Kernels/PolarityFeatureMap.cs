@@ -154,6 +154,7 @@ internal static class PolarityFeatureMap
     }
 
     /// <summary>positive = x &gt; 0 ? |x|^p : 0, negative = x &lt; 0 ? |x|^p : 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void FeatureRow(ReadOnlySpan<float> x, ReadOnlySpan<float> p, Span<float> positive, Span<float> negative)
     {
         int i = 0;
@@ -193,6 +194,7 @@ internal static class PolarityFeatureMap
     /// One row of the backward pass. With a = |x|^p (read back from the saved output) and g the gradient of the branch
     /// x's sign selected: dx = sign(x)·g·p·a/|x| and dp += g·a·ln|x|; zeros of x take neither branch and get 0.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void GradientRow(ReadOnlySpan<float> x, ReadOnlySpan<float> output, ReadOnlySpan<float> g,
         ReadOnlySpan<float> p, Span<float> gradX, Span<double> powerSums)
     {
