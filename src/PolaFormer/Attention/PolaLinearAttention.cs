@@ -139,7 +139,9 @@ public sealed class PolaLinearAttention : TokenAttention
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var qgOut = qg.forward(x).reshape(batch, tokens, 2, channels).unbind(2);
+        var softScale = nn.functional.softplus(scale);
+        var qgOut = QueryKeyScaling.Project(qg, x, softScale, blocks: 2, scaledBlocks: 1, out bool qFolded)
+            .reshape(batch, tokens, 2, channels).unbind(2);
         var (q, g) = (qgOut[0], qgOut[1]);
 
         long reducedHeight = height, reducedWidth = width;
@@ -151,18 +153,20 @@ public sealed class PolaLinearAttention : TokenAttention
             (reducedHeight, reducedWidth) = (reduced.shape[2], reduced.shape[3]);
             kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
         }
-        var kvOut = kv.forward(kvInput).reshape(batch, -1, 2, channels).permute(2, 0, 1, 3);
+        var kvOut = QueryKeyScaling.Project(kv, kvInput, softScale, blocks: 2, scaledBlocks: 1, out bool kFolded)
+            .reshape(batch, -1, 2, channels).permute(2, 0, 1, 3);
         var (k, v) = (kvOut[0], kvOut[1]);
         long n = k.shape[1];
 
         var encoding = _positionResizer.Resize(positional_encoding, reducedHeight, reducedWidth);
         if (PrefixTokens > 0) encoding = nn.functional.pad(encoding, [0, 0, PrefixTokens, 0]);
-        k = k + encoding;
-        var softScale = nn.functional.softplus(scale);
+        // The official q / s and (k + encoding) / s, with the division folded into the projections where it pays.
+        k = kFolded ? k + encoding / softScale : (k + encoding) / softScale;
+        if (!qFolded) q = q / softScale;
         var exponent = 1 + Alpha * sigmoid(power);
 
-        q = SplitHeads(q / softScale, batch, tokens, heads);
-        k = SplitHeads(k / softScale, batch, n, heads);
+        q = SplitHeads(q, batch, tokens, heads);
+        k = SplitHeads(k, batch, n, heads);
         v = SplitHeads(v, batch, n, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 

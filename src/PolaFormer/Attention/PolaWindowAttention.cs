@@ -107,15 +107,19 @@ public sealed class PolaWindowAttention : TokenAttention
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var parts = qkvg.forward(x).reshape(batch, tokens, 4, channels).permute(2, 0, 1, 3).unbind(0);
+        var softScale = nn.functional.softplus(scale);
+        var projected = QueryKeyScaling.Project(qkvg, x, softScale, blocks: 4, scaledBlocks: 2, out bool folded);
+        var parts = projected.reshape(batch, tokens, 4, channels).permute(2, 0, 1, 3).unbind(0);
         var (q, k, v, g) = (parts[0], parts[1], parts[2], parts[3]);
 
-        k = k + _positionResizer.Resize(positional_encoding, height, width);
-        var softScale = nn.functional.softplus(scale);
+        // The official q / s and (k + encoding) / s, with the division folded into the projection where it pays.
+        var encoding = _positionResizer.Resize(positional_encoding, height, width);
+        if (folded) k = k + encoding / softScale;
+        else (q, k) = (q / softScale, (k + encoding) / softScale);
         var exponent = 1 + Alpha * sigmoid(power);
 
-        q = PolaLinearAttention.SplitHeads(q / softScale, batch, tokens, heads);
-        k = PolaLinearAttention.SplitHeads(k / softScale, batch, tokens, heads);
+        q = PolaLinearAttention.SplitHeads(q, batch, tokens, heads);
+        k = PolaLinearAttention.SplitHeads(k, batch, tokens, heads);
         v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
         if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
 

@@ -101,18 +101,10 @@ internal static class GatedReadout
 
     private static int Threads(Layout layout) => layout.Elements < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads());
 
-    /// <summary>Address of t's first element, views included (storage base plus storage offset). Call inside a
-    /// dispose scope: TorchSharp makes an alias of t to reach its storage.</summary>
-    private static unsafe float* Data(Tensor t)
-    {
-        using var storage = t.storage<float>();
-        return (float*)storage.data_ptr() + t.storage_offset();
-    }
-
     private static unsafe void Forward(Layout layout, Tensor y, Tensor local, Tensor gate, float epsilon, Tensor output)
     {
         using var scope = NewDisposeScope();
-        float* ys = Data(y), ls = Data(local), gs = Data(gate), os = Data(output);
+        float* ys = TensorMemory.Floats(y), ls = TensorMemory.Floats(local), gs = TensorMemory.Floats(gate), os = TensorMemory.Floats(output);
         KernelThreads.For(layout.Blocks, Threads(layout), block =>
         {
             var (b, first, end) = layout.Block(block);
@@ -154,8 +146,8 @@ internal static class GatedReadout
         Tensor gradOutput, Tensor gradY, Tensor gradLocal, Tensor gradGate)
     {
         using var scope = NewDisposeScope();
-        float* ys = Data(y), ls = Data(local), gs = Data(gate), dos = Data(gradOutput);
-        float* dys = Data(gradY), dls = Data(gradLocal), dgs = Data(gradGate);
+        float* ys = TensorMemory.Floats(y), ls = TensorMemory.Floats(local), gs = TensorMemory.Floats(gate), dos = TensorMemory.Floats(gradOutput);
+        float* dys = TensorMemory.Floats(gradY), dls = TensorMemory.Floats(gradLocal), dgs = TensorMemory.Floats(gradGate);
         KernelThreads.For(layout.Blocks, Threads(layout), block =>
         {
             var (b, first, end) = layout.Block(block);

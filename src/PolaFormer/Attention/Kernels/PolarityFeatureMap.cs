@@ -20,7 +20,7 @@ internal static class PolarityFeatureMap
     /// output, typically): rows are read in place rather than copied first.</remarks>
     public static Tensor Apply(Tensor x, Tensor power)
     {
-        if (!x.is_contiguous() && !IsTokenMajor(x)) x = x.contiguous();
+        if (x.stride(3) != 1) x = x.contiguous();
         if (is_grad_enabled() && (x.requires_grad || power.requires_grad)) return Function.apply(x, power);
         return Features(x, power);
     }
@@ -114,17 +114,6 @@ internal static class PolarityFeatureMap
         }
     }
 
-    /// <summary>x (B, heads, N, d) is the head-split view of a contiguous (B, N, heads, d) tensor.</summary>
-    private static bool IsTokenMajor(Tensor x)
-    {
-        long heads = x.shape[1], tokens = x.shape[2], d = x.shape[3];
-        return x.stride(3) == 1 && x.stride(1) == d && x.stride(2) == heads * d && (x.shape[0] == 1 || x.stride(0) == tokens * heads * d);
-    }
-
-    /// <summary>A contiguous tensor over the same memory as x (x itself, or its token-major alias), whose bytes start
-    /// at x's first element; the row offsets come from x's strides either way.</summary>
-    private static Tensor ContiguousAlias(Tensor x) => x.is_contiguous() ? x.alias() : x.transpose(1, 2);
-
     // A fixed block size, not one derived from the thread count: the exponent gradient is summed block by block in
     // block order, so the same inputs give the same bits on any number of threads.
     private const int TokensPerBlock = 64;
@@ -137,10 +126,9 @@ internal static class PolarityFeatureMap
     private static unsafe void Forward(Tensor x, float[] exponents, Tensor output)
     {
         var layout = Layout.Of(x);
-        using var source = ContiguousAlias(x);
-        fixed (byte* px = source.bytes, po = output.bytes)
+        using var scope = NewDisposeScope();
+        float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output);
         {
-            float* xs = (float*)px, os = (float*)po;
             KernelThreads.For(layout.Blocks, Threads(layout), block =>
             {
                 var (head, firstRow, rows) = layout.Block(block);
@@ -246,10 +234,9 @@ internal static class PolarityFeatureMap
         var layout = Layout.Of(x);
         int d = layout.D;
         var partial = new double[(long)layout.Blocks * d];   // per block: the exponent gradient of its head
-        using var source = ContiguousAlias(x);
-        fixed (byte* px = source.bytes, po = output.bytes, pg = g.bytes, pgx = gradX.bytes)
+        using var scope = NewDisposeScope();
+        float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output), gs = TensorMemory.Floats(g), gxs = TensorMemory.Floats(gradX);
         {
-            float* xs = (float*)px, os = (float*)po, gs = (float*)pg, gxs = (float*)pgx;
             KernelThreads.For(layout.Blocks, Threads(layout), block =>
             {
                 var (head, firstRow, rows) = layout.Block(block);
