@@ -302,8 +302,10 @@ def profile_section(out):
     out.append('')
     out.append('Parts are timed alone on tensors of the layer\'s shapes (q, k, v: (1, 2, N, 32); the linears on '
                '(1, N, 64) with input gradients); "rest (glue)" is the layer minus the parts: softplus scale, '
-               'positional encoding, the power, head split/merge permutes, the gating product and the reshapes '
-               'around the depthwise convolution.\n')
+               'positional encoding, the power, head split permutes, the widened values, the reshapes around the '
+               'depthwise convolution and the layer\'s tail kernel (readout, head merge, dwc term and gate in one '
+               'pass), less the readout the core part does with LibTorch operators (the core part is '
+               '`PolarityAttention.Compute`, which returns the heads unmerged).\n')
 
 
 def models_section(out):
@@ -448,8 +450,8 @@ def session2_section(out):
         if (folder / 'models.jsonl').exists() else []
     if not rows:
         return
-    out.append('### A second sitting (`bash eng/benchmarks/run-session2.sh`)\n')
-    out.append('A shorter run earlier the same day, before the benchmark tool was built without tiered '
+    out.append('### A sitting of session 2 (`bash eng/benchmarks/run-session2.sh`)\n')
+    out.append('A shorter run by the second session, before the benchmark tool was built without tiered '
                'compilation (see above: its small-N figures time the JIT\'s warm-up, ours 0.70–0.91× PyTorch at 196 '
                'and 784 tokens where sections 1 and 2 measure 1.8–2×), kept as the record of that finding: the polarity layer (forward + backward, dim 64, 2 heads, batch '
                '1, 2 threads) on both sides under the same CPU runtime settings (and, at 3,136 tokens, with the '
@@ -500,11 +502,11 @@ def main():
     out.append('Everything here is produced by scripts in `eng/benchmarks/` and can be rerun on any machine; the '
                'numbers below are one run on the machine described next. **The machine is a small VM on a shared host: '
                'its speed drifts from hour to hour and single runs are noisy**, so every '
-               'configuration runs in a fresh process, the series alternate (A B C … A B C …, two rounds) so each side '
-               'sees the same conditions, and the tables give medians (per process: the median of its timed '
-               'iterations after warm-up; per configuration: the median of the two processes).\n')
+               'configuration runs in a fresh process, the series alternate (A B C … A B C …, two rounds; three for the '
+               'whole models) so each side sees the same conditions, and the tables give medians (per process: the '
+               'median of its timed iterations after warm-up; per configuration: the median of its processes).\n')
     out.append('```bash')
-    out.append('bash eng/benchmarks/run-all.sh               # everything below (about 30 minutes on an idle 2-core machine; a busy one costs waits and repeats)')
+    out.append('bash eng/benchmarks/run-all.sh               # everything below (about 35 minutes on an idle 2-core machine; a busy one costs waits and repeats)')
     out.append('bash eng/benchmarks/run-attention-sweep.sh   # attention scaling, ours vs PyTorch (sections 1)')
     out.append('bash eng/benchmarks/run-models.sh            # matmul ceiling, FLOPs, whole models (sections 2, 3)')
     out.append('bash eng/benchmarks/run-memory.sh            # memory at high resolution (section 4)')
@@ -589,7 +591,7 @@ def main():
     out.append('## 2. Whole models: images/s and the matmul ceiling\n')
     out.append('224 × 224, float32, 2 threads, random images. Inference: eval mode, no gradients. Training step: train '
                'mode (dropout/stochastic depth as configured), cross-entropy on random labels, backward, AdamW. Each '
-               'measurement a fresh process, the four models alternating, two rounds. Softmax baselines: PVT-T = '
+               'measurement a fresh process, the four models alternating, three rounds. Softmax baselines: PVT-T = '
                '`ModelRegistry.Create("pola_pvt_tiny", attentionTypes: "SSSS")` (spatial reductions 8, 4, 2, 1, the '
                '`PolaPvtOptions.SrRatios` default); Swin-T = `PolaSwinOptions.Presets["pola_swin_tiny"] with '
                '{ WindowSize = 7, AttentionTypes = "SSSS" }`.\n')

@@ -7,8 +7,9 @@ public enum OpenMpWaitPolicy
     /// <summary>Leave the OpenMP runtime's default (GNU OpenMP: spin for a while, then sleep).</summary>
     Default = 0,
 
-    /// <summary>Sleep at once. Best when other threads share the cores between LibTorch's operators: .NET code,
-    /// this library's C# kernels (which run on .NET's thread pool), a data loader.</summary>
+    /// <summary>Sleep at once. Best when other threads share the cores between LibTorch's operators: .NET code of
+    /// your own, a data loader. (This library's C# kernels run on the OpenMP threads themselves where LibTorch uses
+    /// GNU OpenMP, so they do not need it.)</summary>
     Passive = 1,
 
     /// <summary>Keep spinning: lowest latency for back-to-back LibTorch operators on otherwise idle cores.</summary>
@@ -24,8 +25,8 @@ public enum OpenMpWaitPolicy
 /// Why they matter here (measured in docs/benchmarks.md): activations of tens of MiB are allocated and freed on every
 /// forward pass. glibc serves blocks above 32 MiB with fresh <c>mmap</c> pages and returns them on free, so every
 /// pass pays a page fault per 4 KiB touched (a GELU over a 51 MiB activation took 4× longer than over a reused
-/// block). And GNU OpenMP's worker threads spin after each LibTorch operator, taking the cores this library's C#
-/// kernels run on next.
+/// block). And GNU OpenMP's worker threads spin after each LibTorch operator, taking the cores from any other
+/// thread that wants to run next (a data loader, .NET code of your own).
 /// </remarks>
 public sealed record CpuRuntimeOptions
 {

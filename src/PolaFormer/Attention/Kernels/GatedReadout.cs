@@ -8,7 +8,7 @@ namespace PolaFormer.Attention.Kernels;
 /// <summary>
 /// The end of a polarity attention layer as one pass over memory, forward and backward, for float32 CPU tensors:
 /// the readout of both streams (numerator / (normaliser + eps)), the merge of the heads into channels, the depthwise
-/// convolution's residual and the output gate, <c>out = (readout + local) · gate</c>. Built from LibTorch operators
+/// convolution's term and the output gate, <c>out = (readout + local) · gate</c>. Built from LibTorch operators
 /// these are five passes forward (a division with its broadcast normaliser, the head-merging copy, an addition, a
 /// product) and about twice as many backward, each over a tensor of the layer's activation size.
 /// </summary>
