@@ -30,7 +30,7 @@ internal static class AttentionCommand
             median_ms = result.MedianMs, min_ms = result.MinMs, max_ms = result.MaxMs, iterations = result.Iterations,
             warmup_iterations = result.WarmupIterations,
             peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline, peak_extra_bytes = result.PeakRssBytes - baseline,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, blas = Measurement.BlasLibraries(), language = "csharp",
+            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

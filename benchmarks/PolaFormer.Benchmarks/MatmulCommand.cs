@@ -31,7 +31,7 @@ internal static class MatmulCommand
             gmac_per_s = macs / (result.MedianMs / 1000) / 1e9,
             gflop_per_s = 2 * macs / (result.MedianMs / 1000) / 1e9,
             peak_rss_bytes = result.PeakRssBytes,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, blas = Measurement.BlasLibraries(), language = "csharp",
+            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

@@ -94,9 +94,11 @@ internal static class Measurement
         catch (UnauthorizedAccessException) { return null; }
     }
 
-    /// <summary>The runtime fields every JSON line carries.</summary>
     /// <summary>What <c>--cpu-runtime</c> applied (set once by Program before any tensor).</summary>
     public static string CpuRuntime { get; set; } = "CPU runtime: defaults";
+
+    /// <summary>Where the library's C# kernels run their blocks: LibTorch's OpenMP threads or .NET's thread pool.</summary>
+    public static string KernelThreads => PolaFormer.Attention.Kernels.KernelThreads.Backend;
 
     public static string TorchSharpVersion => "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version;
 

@@ -66,7 +66,7 @@ internal static class ModelCommand
             warmup_iterations = result.WarmupIterations, images_per_s = imagesPerSecond,
             achieved_gmac_per_s = achievedGmacs, parameters,
             peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline, peak_extra_bytes = result.PeakRssBytes - baseline,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, blas = Measurement.BlasLibraries(), language = "csharp",
+            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

@@ -78,7 +78,7 @@ internal static class ProfileAttentionCommand
                 {
                     benchmark = "profile-attention", component, mode, tokens, dim, heads, batch, threads,
                     median_ms = result.MedianMs, min_ms = result.MinMs, iterations = result.Iterations,
-                    torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, language = "csharp",
+                    torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, language = "csharp",
                 };
                 Report.Print(report, json);
             }

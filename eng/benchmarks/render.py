@@ -559,7 +559,13 @@ def main():
                    f'settings): attention sweep and memory search `{runtimes(attention_rows)}` (untouched: retention '
                    'raises the peak of one huge pass, see section 4); whole models '
                    f'`{runtimes(b.read_jsonl("models.jsonl"))}` (the training program\'s default; section 5 says why '
-                   'it matters).\n')
+                   'it matters).')
+        kernel_threads = sorted({r['kernel_threads'] for r in attention_rows + b.read_jsonl('models.jsonl')
+                                 if r.get('kernel_threads')})
+        out.append('- The library\'s C# kernels ran their blocks on: '
+                   + (' / '.join(kernel_threads) if kernel_threads else 'not recorded by these results (the field '
+                      '`kernel_threads` came later; this release\'s code uses LibTorch\'s OpenMP threads where it '
+                      'finds GNU OpenMP, see section 5)') + '.\n')
 
     out.append('## 1. Attention: polarity vs softmax, ours vs the official op sequence in PyTorch\n')
     out.append('One PVT-style attention layer on a √N × √N token grid, dim 64, 2 heads (head dim 32), batch 1, no '
