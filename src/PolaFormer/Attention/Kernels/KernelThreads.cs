@@ -39,12 +39,26 @@ internal static unsafe class KernelThreads
             for (int i = 0; i < count; i++) body(i);
             return;
         }
-        if (GompParallel is null)
+        if (GompParallel is null) ForOnThreadPool(count, threads, body);
+        else ForOnOpenMp(count, threads, body);
+    }
+
+    /// <summary>The fallback, also reachable directly so the tests cover it where OpenMP is found. Like the OpenMP
+    /// path it rethrows a block's exception itself, not wrapped in an <see cref="AggregateException"/>.</summary>
+    internal static void ForOnThreadPool(int count, int threads, Action<int> body)
+    {
+        try
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
-            return;
         }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
+    }
 
+    private static void ForOnOpenMp(int count, int threads, Action<int> body)
+    {
         var work = new Work(count, body);
         var handle = GCHandle.Alloc(work);
         try

@@ -18,15 +18,18 @@ public sealed class KernelThreadsTests : TorchTest
     }
 
     [Theory]
-    [InlineData(1, 4)]
-    [InlineData(1000, 2)]
-    [InlineData(3, 8)]
-    [InlineData(57, 1)]
-    public void Calls_the_body_once_for_every_index(int count, int threads)
+    [InlineData(1, 4, false)]
+    [InlineData(1000, 2, false)]
+    [InlineData(3, 8, false)]
+    [InlineData(57, 1, false)]
+    [InlineData(1000, 2, true)]
+    [InlineData(3, 8, true)]
+    public void Calls_the_body_once_for_every_index(int count, int threads, bool threadPool)
     {
         var calls = new int[count];
         var workers = new ConcurrentDictionary<int, bool>();
-        KernelThreads.For(count, threads, i =>
+        Action<int, int, Action<int>> loop = threadPool ? KernelThreads.ForOnThreadPool : KernelThreads.For;
+        loop(count, threads, i =>
         {
             Interlocked.Increment(ref calls[i]);
             workers[Environment.CurrentManagedThreadId] = true;
@@ -35,11 +38,14 @@ public sealed class KernelThreadsTests : TorchTest
         workers.Count.Should().BeInRange(1, Math.Min(count, threads));
     }
 
-    [Fact]
-    public void Rethrows_the_first_exception_of_a_block_on_the_calling_thread()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Rethrows_the_first_exception_of_a_block_on_the_calling_thread(bool threadPool)
     {
         int ran = 0;
-        var act = () => KernelThreads.For(10_000, 2, i =>
+        Action<int, int, Action<int>> loop = threadPool ? KernelThreads.ForOnThreadPool : KernelThreads.For;
+        var act = () => loop(10_000, 2, i =>
         {
             Interlocked.Increment(ref ran);
             if (i == 10) throw new InvalidDataException($"block {i}");
@@ -49,7 +55,7 @@ public sealed class KernelThreadsTests : TorchTest
 
         // The team is usable again afterwards.
         int after = 0;
-        KernelThreads.For(100, 2, _ => Interlocked.Increment(ref after));
+        loop(100, 2, _ => Interlocked.Increment(ref after));
         after.Should().Be(100);
     }
 }
