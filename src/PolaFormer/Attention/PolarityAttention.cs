@@ -167,8 +167,8 @@ public static class PolarityAttention
 
     /// <summary>
     /// The fast formulation: |x|^p once per tensor (instead of four broadcast powers), split by sign; one matmul
-    /// for Kᵀv over the full head dimension; both streams and both normalisers from one matmul of the
-    /// same-signed query, read back through a view instead of concatenations.
+    /// for Kᵀv over the full head dimension and the key sums; both streams and both normalisers from one matmul of
+    /// the same-signed query, read back through a view instead of concatenations.
     /// </summary>
     internal static Tensor ComputeFast(Tensor q, Tensor k, Tensor v, Tensor power, double epsilon, Tensor? keyMask = null)
     {
