@@ -15,6 +15,8 @@ public sealed class DepthwiseConvolutionTests : TorchTest
     [InlineData(1, 4, 2, 3, 5, false)]   // kernel larger than the plane
     [InlineData(4, 16, 56, 56, 5, true)]
     [InlineData(1, 3, 1, 1, 7, true)]
+    [InlineData(3, 2, 190, 200, 3, true)]  // planes too large to stack: one stack per plane, summed in order
+    [InlineData(64, 4, 8, 8, 5, true)]     // 64 small planes per channel in one stack
     public void Matches_conv2d_forward_and_backward(int b, int c, int h, int w, int k, bool withBias)
     {
         using var scope = NewDisposeScope();
