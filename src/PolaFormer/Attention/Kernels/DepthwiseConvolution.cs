@@ -80,10 +80,6 @@ internal static class DepthwiseConvolution
     private static Tensor Convolve(Tensor x, Tensor weight, Tensor? bias) =>
         nn.functional.conv2d(x, weight, bias, padding: [weight.shape[2] / 2, weight.shape[3] / 2], groups: weight.shape[0]);
 
-    // Small maps (a few thousand pixels over all planes) are not worth waking thread-pool workers for.
-    private static int Workers(Geometry geo) =>
-        (long)geo.Planes * geo.Plane < 1 << 16 ? 1 : Math.Max(1, Math.Min(geo.Planes, torch.get_num_threads()));
-
     // Planes of one channel are stacked into buffers of up to about this many floats, so small maps (a 7 × 7 stage,
     // a batch of 32 × 32 digits) cost one long dot per tap instead of one per plane. The two buffers (16 KiB each)
     // stay in the core's fast caches while all K² taps read them; larger planes go one per buffer, as before. (A
@@ -104,10 +100,10 @@ internal static class DepthwiseConvolution
         int perStack = Math.Clamp(StackFloats / geo.PaddedPlane, 1, geo.Images);
         int stacks = (geo.Images + perStack - 1) / perStack;
         var partial = new double[geo.Channels * stacks * (taps + 1)];   // per item: K·K weight taps, then the bias
-        fixed (byte* px = x.bytes, pg = g.bytes)
+        using (NewDisposeScope())
         {
-            float* xs = (float*)px, gs = (float*)pg;
-            KernelThreads.For(geo.Channels * stacks, Workers(geo), item =>
+            float* xs = TensorMemory.Floats(x), gs = TensorMemory.Floats(g);
+            KernelThreads.For(geo.Channels * stacks, KernelThreads.ThreadsFor((long)geo.Planes * geo.Plane), item =>
             {
                 int channel = item / stacks, first = item % stacks * perStack;
                 int count = Math.Min(perStack, geo.Images - first);

@@ -96,16 +96,11 @@ internal static class GatedReadout
 
     private const int TokensPerBlock = 64;
 
-    // Below this many elements a pass takes a few microseconds: waking the other threads would cost more.
-    private const long ParallelThreshold = 1 << 16;
-
-    private static int Threads(Layout layout) => layout.Elements < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads());
-
     private static unsafe void Forward(Layout layout, Tensor y, Tensor local, Tensor gate, float epsilon, Tensor output)
     {
         using var scope = NewDisposeScope();
         float* ys = TensorMemory.Floats(y), ls = TensorMemory.Floats(local), gs = TensorMemory.Floats(gate), os = TensorMemory.Floats(output);
-        KernelThreads.For(layout.Blocks, Threads(layout), block =>
+        KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
         {
             var (b, first, end) = layout.Block(block);
             int d = layout.D, half = layout.Half, row = d + 2;
@@ -148,7 +143,7 @@ internal static class GatedReadout
         using var scope = NewDisposeScope();
         float* ys = TensorMemory.Floats(y), ls = TensorMemory.Floats(local), gs = TensorMemory.Floats(gate), dos = TensorMemory.Floats(gradOutput);
         float* dys = TensorMemory.Floats(gradY), dls = TensorMemory.Floats(gradLocal), dgs = TensorMemory.Floats(gradGate);
-        KernelThreads.For(layout.Blocks, Threads(layout), block =>
+        KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
         {
             var (b, first, end) = layout.Block(block);
             int d = layout.D, half = layout.Half, row = d + 2, channels = layout.Channels;

@@ -28,6 +28,13 @@ internal static unsafe class KernelThreads
 
     private static string? OpenMpLibrary { get; set; }
 
+    // Below this many elements a pass takes a few microseconds: waking the other threads would cost more.
+    private const long ParallelThreshold = 1 << 16;
+
+    /// <summary>Threads for a pass over <paramref name="elements"/> elements: LibTorch's thread count, or 1 for a
+    /// pass too small to share.</summary>
+    public static int ThreadsFor(long elements) => elements < ParallelThreshold ? 1 : Math.Max(1, TorchSharp.torch.get_num_threads());
+
     /// <summary>Calls <paramref name="body"/> once for each index in [0, count), on up to <paramref name="threads"/>
     /// threads. The first exception a block throws is rethrown here, after the other threads have stopped.</summary>
     public static void For(int count, int threads, Action<int> body)

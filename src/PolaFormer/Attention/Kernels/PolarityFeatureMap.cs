@@ -118,18 +118,13 @@ internal static class PolarityFeatureMap
     // block order, so the same inputs give the same bits on any number of threads.
     private const int TokensPerBlock = 64;
 
-    // Below this many elements a pass takes a few microseconds: waking thread-pool workers would cost more.
-    private const long ParallelThreshold = 1 << 16;
-
-    private static int Threads(Layout layout) => layout.Elements < ParallelThreshold ? 1 : Math.Max(1, torch.get_num_threads());
-
     private static unsafe void Forward(Tensor x, float[] exponents, Tensor output)
     {
         var layout = Layout.Of(x);
         using var scope = NewDisposeScope();
         float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output);
         {
-            KernelThreads.For(layout.Blocks, Threads(layout), block =>
+            KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
             {
                 var (head, firstRow, rows) = layout.Block(block);
                 int d = layout.D;
@@ -237,7 +232,7 @@ internal static class PolarityFeatureMap
         using var scope = NewDisposeScope();
         float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output), gs = TensorMemory.Floats(g), gxs = TensorMemory.Floats(gradX);
         {
-            KernelThreads.For(layout.Blocks, Threads(layout), block =>
+            KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
             {
                 var (head, firstRow, rows) = layout.Block(block);
                 var p = new ReadOnlySpan<float>(exponents, head * d, d);
