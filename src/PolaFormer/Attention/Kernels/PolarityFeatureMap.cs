@@ -123,17 +123,15 @@ internal static class PolarityFeatureMap
         var layout = Layout.Of(x);
         using var scope = NewDisposeScope();
         float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output);
+        KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
         {
-            KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
-            {
-                var (head, firstRow, rows) = layout.Block(block);
-                int d = layout.D;
-                var p = new ReadOnlySpan<float>(exponents, head * d, d);
-                float* input = xs + layout.Offset(block), features = os + firstRow * 2 * d;
-                for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d)
-                    FeatureRow(new ReadOnlySpan<float>(input, d), p, new Span<float>(features, d), new Span<float>(features + d, d));
-            });
-        }
+            var (head, firstRow, rows) = layout.Block(block);
+            int d = layout.D;
+            var p = new ReadOnlySpan<float>(exponents, head * d, d);
+            float* input = xs + layout.Offset(block), features = os + firstRow * 2 * d;
+            for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d)
+                FeatureRow(new ReadOnlySpan<float>(input, d), p, new Span<float>(features, d), new Span<float>(features + d, d));
+        });
     }
 
     /// <summary>positive = x &gt; 0 ? |x|^p : 0, negative = x &lt; 0 ? |x|^p : 0.</summary>
@@ -231,22 +229,20 @@ internal static class PolarityFeatureMap
         var partial = new double[(long)layout.Blocks * d];   // per block: the exponent gradient of its head
         using var scope = NewDisposeScope();
         float* xs = TensorMemory.Floats(x), os = TensorMemory.Floats(output), gs = TensorMemory.Floats(g), gxs = TensorMemory.Floats(gradX);
+        KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
         {
-            KernelThreads.For(layout.Blocks, KernelThreads.ThreadsFor(layout.Elements), block =>
+            var (head, firstRow, rows) = layout.Block(block);
+            var p = new ReadOnlySpan<float>(exponents, head * d, d);
+            var sums = partial.AsSpan(block * d, d);
+            float* input = xs + layout.Offset(block);
+            long offset = firstRow * 2 * d;
+            float* features = os + offset, gradFeatures = gs + offset, gradInput = gxs + firstRow * d;
+            for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d, gradFeatures += 2 * d, gradInput += d)
             {
-                var (head, firstRow, rows) = layout.Block(block);
-                var p = new ReadOnlySpan<float>(exponents, head * d, d);
-                var sums = partial.AsSpan(block * d, d);
-                float* input = xs + layout.Offset(block);
-                long offset = firstRow * 2 * d;
-                float* features = os + offset, gradFeatures = gs + offset, gradInput = gxs + firstRow * d;
-                for (int r = 0; r < rows; r++, input += layout.TokenStride, features += 2 * d, gradFeatures += 2 * d, gradInput += d)
-                {
-                    GradientRow(new ReadOnlySpan<float>(input, d), new ReadOnlySpan<float>(features, 2 * d),
-                        new ReadOnlySpan<float>(gradFeatures, 2 * d), p, new Span<float>(gradInput, d), sums);
-                }
-            });
-        }
+                GradientRow(new ReadOnlySpan<float>(input, d), new ReadOnlySpan<float>(features, 2 * d),
+                    new ReadOnlySpan<float>(gradFeatures, 2 * d), p, new Span<float>(gradInput, d), sums);
+            }
+        });
         // Blocks are added in order, so the result does not depend on the thread schedule.
         var total = new double[layout.Heads * d];
         for (int block = 0; block < layout.Blocks; block++)
