@@ -136,7 +136,8 @@ public static class PolarityAttention
     /// <see cref="Compute"/> followed by the rest of a polarity layer's tail: the heads merged into channels, the
     /// depthwise convolution's term added and the output gate applied, <c>(attention + local) · gate</c>. The layers
     /// call this; on float32 CPU tensors with the fast formulation the readout and the tail are one C# kernel
-    /// (<see cref="Kernels.GatedReadout"/>), elsewhere LibTorch operators compute the same expression.
+    /// (<see cref="Kernels.GatedReadout"/>), on float32 CUDA tensors one CUDA kernel where available
+    /// (<see cref="Kernels.Cuda.CudaGatedReadout"/>), elsewhere LibTorch operators compute the same expression.
     /// </summary>
     /// <param name="q">Queries, (B, heads, N, d), already divided by the learnable scale.</param>
     /// <param name="k">Keys, (B, heads, n, d).</param>
@@ -159,6 +160,13 @@ public static class PolarityAttention
             Validate(q, k, v, power, keyMask);
             var products = FastProducts(q, k, v, power, keyMask);
             return Kernels.GatedReadout.Apply(products, local, gate, epsilon).MoveToOuterDisposeScope();
+        }
+        if (implementation == PolarityImplementation.Fast && q.dtype == ScalarType.Float32
+            && Kernels.Cuda.CudaGatedReadout.TryGetLauncher(q, local, gate, out var launcher))
+        {
+            Validate(q, k, v, power, keyMask);
+            var products = FastProducts(q, k, v, power, keyMask);
+            return Kernels.Cuda.CudaGatedReadout.Apply(products, local, gate, epsilon, launcher).MoveToOuterDisposeScope();
         }
         var attended = Compute(q, k, v, power, epsilon, implementation, keyMask, precision);
         long batch = q.shape[0], tokens = q.shape[2], channels = q.shape[1] * q.shape[3];
@@ -215,11 +223,13 @@ public static class PolarityAttention
         return qFeatures.matmul(rhs).MoveToOuterDisposeScope();
     }
 
-    /// <summary>[relu(x)^p, relu(−x)^p]: the fused C# kernel for float32 on the CPU, else a single power |x|^p
-    /// masked by sign.</summary>
+    /// <summary>[relu(x)^p, relu(−x)^p]: the fused C# kernel for float32 on the CPU, the fused CUDA kernel for float32
+    /// on a GPU where it is available (<see cref="Kernels.Cuda.CudaKernels.Status"/>), else a single power |x|^p masked
+    /// by sign.</summary>
     internal static Tensor SignSplitFeatures(Tensor x, Tensor power)
     {
         if (Kernels.PolarityFeatureMap.Supported(x, power)) return Kernels.PolarityFeatureMap.Apply(x, power);
+        if (Kernels.Cuda.CudaFeatureMap.TryGetLauncher(x, power, out var launcher)) return Kernels.Cuda.CudaFeatureMap.Apply(x, power, launcher);
         return SignSplitFeaturesFromOperators(x, power);
     }
 
