@@ -11,6 +11,12 @@
 # Open MPI: the distributed tests run three ranks under mpirun (the mpi backend calls libmpi.so.40 directly).
 # Installed from the distribution (Debian/Ubuntu: openmpi-bin); left alone when mpirun and libmpi.so.40 exist.
 #
+# NVRTC (optional): the tests compile the fused CUDA kernels' sources with NVIDIA's run-time compiler (libnvrtc), no GPU
+# needed. Debian 12 serves it in the non-free component as libnvrtc11.2 (CUDA 11.8); this enables non-free for that
+# package alone: a deb822 source for bookworm non-free whose packages are pinned at -1 (never installed) except
+# libnvrtc11.2 and its libnvrtc-builtins11.8 (500). Left alone when a libnvrtc is already installed; elsewhere the
+# compile tests skip with a reason.
+#
 # It does not install .NET (see README).
 set -euo pipefail
 
@@ -63,9 +69,49 @@ ensure_openmpi() {
   log "done: $(mpirun --version 2>/dev/null | head -n 1)."
 }
 
+has_nvrtc() {
+  local libs; libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)   # no grep -q in a pipe: pipefail
+  [[ "$libs" == *"libnvrtc.so"* ]]
+}
+
+ensure_nvrtc() {
+  if has_nvrtc; then
+    log "NVRTC already installed: nothing to do."
+    return 0
+  fi
+  # Debian 12's sources, not /etc/os-release: after the libstdc++ step above that file says 13 (base-files moved).
+  if ! command -v apt-get >/dev/null 2>&1 || ! grep -rqsw 'bookworm' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "NVRTC (libnvrtc) is not installed; optional: the CUDA kernel compile tests skip without it (install your distribution's or CUDA's libnvrtc)."
+    return 0
+  fi
+  need_root "NVRTC (libnvrtc11.2 from Debian non-free)"
+  log "installing NVRTC (libnvrtc11.2, CUDA 11.8) from Debian 12 non-free, pinned so nothing else comes from non-free..."
+  $SUDO tee /etc/apt/sources.list.d/polaformer-nonfree.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  $SUDO tee /etc/apt/preferences.d/polaformer-nonfree >/dev/null <<'PIN'
+Package: libnvrtc11.2 libnvrtc-builtins11.8
+Pin: release n=bookworm, c=non-free
+Pin-Priority: 500
+
+Package: *
+Pin: release n=bookworm, c=non-free
+Pin-Priority: -1
+PIN
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnvrtc11.2 >/dev/null
+  has_nvrtc || { log "installed libnvrtc11.2 but no libnvrtc.so is registered with the loader."; exit 1; }
+  log "done: $(ldconfig -p | awk '/libnvrtc\.so/{print $NF; exit}')."
+}
+
 if has_glibcxx_3432; then
   log "libstdc++ already provides GLIBCXX_3.4.32: nothing to do."
   ensure_openmpi
+  ensure_nvrtc
   exit 0
 fi
 
@@ -102,3 +148,4 @@ else
   exit 1
 fi
 ensure_openmpi
+ensure_nvrtc
