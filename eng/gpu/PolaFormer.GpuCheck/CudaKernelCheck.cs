@@ -30,16 +30,22 @@ internal static class CudaKernelCheck
 
     public static int Run(Context ctx)
     {
+        // This mode is about the kernels: on whatever POLAFORMER_CUDA_KERNELS says (the timing switches them itself).
+        var variable = Environment.GetEnvironmentVariable(CudaKernels.SwitchVariable);
+        if (!string.IsNullOrEmpty(variable)) Console.WriteLine($"# {CudaKernels.SwitchVariable}={variable} is overridden in this mode");
+        CudaKernels.EnabledOverride = true;
         var status = CudaKernels.Status();
         Console.WriteLine("# " + status);
         if (!ctx.IsCuda)
         {
+            CudaKernels.EnabledOverride = null;
             Console.WriteLine($"# cuda-kernels: nothing to check on {ctx.DeviceName}; the kernels serve CUDA tensors only ({(status.Available ? "available" : "unavailable: " + status.Reason)})");
             return 0;
         }
         if (!status.Available)
         {
             Console.WriteLine($"FAIL cuda-kernels: the kernels are unavailable on this GPU: {status.Reason}");
+            CudaKernels.EnabledOverride = null;
             return 1;
         }
 
@@ -63,7 +69,6 @@ internal static class CudaKernelCheck
         }
 
         ctx.SetTf32(false);
-        CudaKernels.EnabledOverride = true;
         CudaKernels.PoisonOutputs = true;            // an element no thread writes shows up as NaN
         CudaKernels.SynchronizeAfterLaunch = true;   // a failing kernel is reported at its own launch
         try
