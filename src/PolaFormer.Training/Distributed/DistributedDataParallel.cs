@@ -1,5 +1,6 @@
 using System.Globalization;
 using TorchSharp;
+using PolaFormer.Training.Optimization;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -23,6 +24,8 @@ public sealed class DistributedDataParallel : IDisposable
 
     private readonly Bucket[] _buckets;
     private readonly List<(string Name, Tensor Tensor)> _state;
+    private readonly FlatParameters? _flat;
+    private readonly (Tensor Slice, string[] Names)[] _flatBuckets = [];
 
     /// <summary>Wraps <paramref name="module"/>'s parameters for <paramref name="group"/>.</summary>
     /// <param name="module">The model (already on <see cref="ProcessGroup.Device"/>, with the same architecture on
@@ -30,6 +33,11 @@ public sealed class DistributedDataParallel : IDisposable
     /// <param name="group">The ranks.</param>
     /// <param name="bucketBytes">Bucket capacity in bytes; a parameter larger than it gets a bucket of its own.</param>
     public DistributedDataParallel(nn.Module module, ProcessGroup group, long bucketBytes = DefaultBucketBytes)
+        : this(module, group, bucketBytes, perTensorBuckets: true)
+    {
+    }
+
+    private DistributedDataParallel(nn.Module module, ProcessGroup group, long bucketBytes, bool perTensorBuckets)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(group);
@@ -38,7 +46,44 @@ public sealed class DistributedDataParallel : IDisposable
         Group = group;
         BucketBytes = bucketBytes;
         _state = [.. module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), .. module.named_buffers().Select(b => (b.name, b.buffer))];
-        _buckets = Assign(module.named_parameters().Where(p => p.parameter.requires_grad).Reverse().ToList(), bucketBytes, group.WorldSize > 1);
+        _buckets = perTensorBuckets ? Assign(module.named_parameters().Where(p => p.parameter.requires_grad).Reverse().ToList(), bucketBytes, !group.SkipsCollectives) : [];
+    }
+
+    /// <summary>
+    /// Wraps a module whose parameters live in a flat training state (<see cref="FlatParameters"/>): the buckets are
+    /// slices of the flat gradient buffer (reverse parameter order, about <paramref name="bucketBytes"/> each, cut at
+    /// parameter boundaries), reduced in place — no packing, no unpacking — and averaged by one division. Every
+    /// parameter has a gradient in a flat state (zero where unused), so there is no "missing gradient" case.
+    /// </summary>
+    /// <param name="module">The model whose parameters <paramref name="flat"/> holds.</param>
+    /// <param name="group">The ranks.</param>
+    /// <param name="flat">The model's flat parameters and gradients.</param>
+    /// <param name="bucketBytes">Bucket capacity in bytes.</param>
+    public DistributedDataParallel(nn.Module module, ProcessGroup group, FlatParameters flat, long bucketBytes = DefaultBucketBytes)
+        : this(module, group, bucketBytes, perTensorBuckets: false)
+    {
+        ArgumentNullException.ThrowIfNull(flat);
+        if (!flat.HasGradients) throw new ArgumentException("The flat parameters have no gradient buffer to reduce.", nameof(flat));
+        _flat = flat;
+        var buckets = new List<(Tensor, string[])>();
+        long end = flat.Gradients.numel(), elementSize = flat.Gradients.ElementSize;
+        var names = new List<string>();
+        long start = end;
+        // Walk backwards: the first bucket holds the last parameters, which backward finishes first.
+        for (int i = flat.Entries.Count - 1; i >= 0; i--)
+        {
+            var e = flat.Entries[i];
+            start = e.Offset;
+            names.Add(e.Name);
+            if ((end - start) * elementSize >= bucketBytes || i == 0)
+            {
+                if (i == 0) start = 0;
+                buckets.Add((flat.Gradients.narrow(0, start, end - start).DetachFromDisposeScope(), [.. names]));
+                names.Clear();
+                end = start;
+            }
+        }
+        _flatBuckets = [.. buckets];
     }
 
     /// <summary>The wrapped module.</summary>
@@ -51,7 +96,9 @@ public sealed class DistributedDataParallel : IDisposable
     public long BucketBytes { get; }
 
     /// <summary>The parameters of each bucket, in reduction order (the first bucket holds the last parameters).</summary>
-    public IReadOnlyList<IReadOnlyList<string>> Buckets => _buckets.Select(b => (IReadOnlyList<string>)b.Entries.Select(e => e.Name).ToList()).ToList();
+    public IReadOnlyList<IReadOnlyList<string>> Buckets => _flat is not null
+        ? _flatBuckets.Select(b => (IReadOnlyList<string>)b.Names).ToList()
+        : _buckets.Select(b => (IReadOnlyList<string>)b.Entries.Select(e => e.Name).ToList()).ToList();
 
     /// <summary>
     /// Copies rank 0's parameters and buffers to every rank (call once, before training, on every rank), after
@@ -60,7 +107,7 @@ public sealed class DistributedDataParallel : IDisposable
     /// <exception cref="DistributedException">The ranks' models differ.</exception>
     public void SynchronizeParameters()
     {
-        if (Group.WorldSize == 1) return;
+        if (Group.SkipsCollectives) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var signature = Signature();
@@ -85,7 +132,16 @@ public sealed class DistributedDataParallel : IDisposable
     /// and the optimiser step, on every rank).</summary>
     public void AverageGradients()
     {
-        if (Group.WorldSize == 1 || _buckets.Length == 0) return;
+        if (Group.SkipsCollectives) return;
+        if (_flat is not null)
+        {
+            using var flatNoGrad = no_grad();
+            Group.AllReduceCoalesced(_flatBuckets.Select(b => b.Slice).ToList(), ReduceOperation.Sum,
+                string.Create(CultureInfo.InvariantCulture, $"{_flatBuckets.Length} flat gradient bucket(s)"));
+            _flat.Gradients.div_(Group.WorldSize);
+            return;
+        }
+        if (_buckets.Length == 0) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         foreach (var bucket in _buckets) bucket.Pack();
@@ -98,6 +154,7 @@ public sealed class DistributedDataParallel : IDisposable
     public void Dispose()
     {
         foreach (var bucket in _buckets) bucket.Dispose();
+        foreach (var (slice, _) in _flatBuckets) slice.Dispose();
     }
 
     private Tensor Signature()

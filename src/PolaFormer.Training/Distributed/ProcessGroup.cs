@@ -142,7 +142,7 @@ public abstract class ProcessGroup : IDisposable
         if (operation == ReduceOperation.Average && !tensor.is_floating_point())
             throw new ArgumentException($"tensor has dtype {tensor.dtype}; averaging needs a floating-point tensor (sum it instead).", nameof(tensor));
         string what = Describe("all-reduce", operation.ToString().ToLowerInvariant(), tensor, label);
-        if (WorldSize == 1) return;
+        if (SkipsCollectives) return;
         CheckDevice(tensor, what);
         using var noGrad = no_grad();
         InPlace(tensor, t =>
@@ -162,7 +162,7 @@ public abstract class ProcessGroup : IDisposable
     public void AllReduceCoalesced(IReadOnlyList<Tensor> tensors, ReduceOperation operation = ReduceOperation.Sum, string? label = null)
     {
         ArgumentNullException.ThrowIfNull(tensors);
-        if (tensors.Count == 0 || WorldSize == 1) return;
+        if (tensors.Count == 0 || SkipsCollectives) return;
         long values = 0;
         for (int i = 0; i < tensors.Count; i++)
         {
@@ -191,7 +191,7 @@ public abstract class ProcessGroup : IDisposable
         ArgumentNullException.ThrowIfNull(tensor);
         if (root < 0 || root >= WorldSize) throw new ArgumentOutOfRangeException(nameof(root), root, $"root must be a rank in [0, {WorldSize}).");
         string what = Describe("broadcast", $"from rank {root}", tensor, label);
-        if (WorldSize == 1) return;
+        if (SkipsCollectives) return;
         CheckDevice(tensor, what);
         using var noGrad = no_grad();
         InPlace(tensor, t =>
@@ -199,6 +199,12 @@ public abstract class ProcessGroup : IDisposable
             using (Watch(what)) BroadcastCore(t, root, what);
         });
     }
+
+    /// <summary>
+    /// Whether collectives return at once. A single rank has nothing to exchange, except with NCCL, where — as in
+    /// PyTorch — they still run (a copy on one GPU), so that a one-GPU job exercises the same code path as a real one.
+    /// </summary>
+    public bool SkipsCollectives => WorldSize == 1 && Backend != DistributedBackend.Nccl;
 
     /// <summary>Returns when every rank has called it (with the same label).</summary>
     /// <param name="label">Where the barrier is, for error messages.</param>

@@ -52,6 +52,28 @@ public sealed class DynamicLossScaler
             finite = finite is null ? ok : finite.logical_and(ok);
         }
         bool allFinite = finite is null || finite.item<bool>();
+        if (!allFinite) foreach (var g in grads) g.zero_();
+        return Account(allFinite);
+    }
+
+    /// <summary>
+    /// <see cref="Unscale(IEnumerable{Parameter})"/> for a flat training state: one division, one finiteness check
+    /// and one host sync over all gradients.
+    /// </summary>
+    public bool Unscale(FlatParameters parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var grads = parameters.Gradients;
+        grads.div_(Scale);
+        bool allFinite = grads.isfinite().all().item<bool>();
+        if (!allFinite) grads.zero_();
+        return Account(allFinite);
+    }
+
+    private bool Account(bool allFinite)
+    {
         if (allFinite)
         {
             if (++_goodSteps >= _growthInterval)
@@ -62,7 +84,6 @@ public sealed class DynamicLossScaler
         }
         else
         {
-            foreach (var g in grads) g.zero_();
             Scale *= _backoff;
             _goodSteps = 0;
             SkippedSteps++;

@@ -10,10 +10,13 @@ namespace PolaFormer.Training.Optimization;
 /// the forward and backward passes run on a low-precision copy of the model, the gradients are moved to the float32
 /// master, the optimiser updates the master, and the copy is refreshed. Adam's second moment and its ε (1e-8 is zero
 /// in float16) stay in float32, where they belong.
+/// <para>Given the master's <see cref="FlatParameters"/>, the copy is flattened the same way and moving gradients
+/// and refreshing the weights are one <c>copy_</c> each over the flat buffers, instead of one per tensor.</para>
 /// </summary>
 public sealed class LowPrecisionCopy
 {
     private readonly (Parameter Master, Parameter Copy)[] _pairs;
+    private readonly FlatParameters? _master, _copy;
 
     /// <summary>Pairs <paramref name="master"/> (float32) with <paramref name="copy"/> (same architecture), converts the
     /// copy to <paramref name="dtype"/> and loads the master's weights into it.</summary>
@@ -32,6 +35,20 @@ public sealed class LowPrecisionCopy
         foreach (var (name, t) in copy.state_dict()) t.copy_(buffers[name]);
     }
 
+    /// <summary>Pairs the flattened <paramref name="master"/> with <paramref name="copy"/> (same architecture): the
+    /// copy is converted to <paramref name="dtype"/>, loaded with the master's weights and flattened with the master's
+    /// layout.</summary>
+    public LowPrecisionCopy(FlatParameters master, Backbone masterModel, Backbone copy, ScalarType dtype)
+        : this(masterModel, copy, dtype)
+    {
+        ArgumentNullException.ThrowIfNull(master);
+        _master = master;
+        _copy = FlatParameters.Mirror(master, copy, withGradients: true);
+    }
+
+    /// <summary>The copy's flat state, when the master was given as <see cref="FlatParameters"/>.</summary>
+    public FlatParameters? CopyParameters => _copy;
+
     /// <summary>The low-precision model the passes run on.</summary>
     public Backbone Copy { get; }
 
@@ -39,6 +56,12 @@ public sealed class LowPrecisionCopy
     public void MoveGradients()
     {
         using var noGrad = no_grad();
+        if (_copy is not null)
+        {
+            _master!.Gradients.copy_(_copy.Gradients);
+            _copy.Gradients.zero_();
+            return;
+        }
         foreach (var (master, copy) in _pairs)
         {
             if (copy.grad is null) continue;
@@ -52,6 +75,11 @@ public sealed class LowPrecisionCopy
     public void Refresh()
     {
         using var noGrad = no_grad();
+        if (_copy is not null)
+        {
+            _copy.Values.copy_(_master!.Values);
+            return;
+        }
         foreach (var (master, copy) in _pairs) copy.copy_(master);
     }
 }
