@@ -44,7 +44,18 @@ fi
 
 cp tests/PolaFormer.Tests/Golden/*.safetensors "$stage/app/golden/"
 cp tests/PolaFormer.Tests/Golden/f64/*.safetensors "$stage/app/golden/f64/"
-cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
+cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py benchmarks/python/gpu_models.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
+# The authors' model files for gpu_models.py travel only when a local copy exists (.official/, not in the repository:
+# see benchmarks/python/official_models.md for how to export them from the authors' repository).
+official=${OFFICIAL_DIR:-.official}
+if [ -f "$official/pola_pvt.py" ] && [ -f "$official/pola_swin.py" ]; then
+    mkdir -p "$stage/tools/official"
+    cp "$official"/pola_pvt.py "$official"/pola_swin.py "$stage/tools/official/"
+    [ -f "$official/LICENSE" ] && cp "$official/LICENSE" "$stage/tools/official/"
+    echo "pack: the authors' model files from $official travel for the side-by-side run"
+else
+    echo "pack: no $official/pola_pvt.py + pola_swin.py: the official-model phase will be skipped (benchmarks/python/official_models.md)"
+fi
 {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "packed: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

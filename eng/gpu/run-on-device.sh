@@ -10,9 +10,11 @@
 # 3. checks that every unversioned symbol libLibTorchSharp.so needs is exported by that LibTorch (nm -D) and that
 #    ldd resolves it: stops here, printing what is missing, on an ABI mismatch;
 # 4. runs with LD_LIBRARY_PATH=<torch lib>:<program dir> (and no NuGet cache to fall back to):
-#    info, conformance, train, bench-attention (C#), gpu_attention.py (PyTorch, same sweep), bench-models;
-# 5. writes run.log, attention.jsonl, models.jsonl, summary.md (and missing-symbols.txt on a mismatch) to $OUT.
-# Budget: the script ends itself within $DEADLINE seconds (default 400; give the device call a timeout_s a little
+#    info, conformance, cuda-kernels (fused kernels: checks and on/off timing), nccl (one-rank NCCL group), bench-steps
+#    (training-step breakdown, per-tensor vs flat state), gpu_models.py (the authors' models, when packed),
+#    bench-models, gpu_attention.py (PyTorch, same sweep), bench-attention (C#), train;
+# 5. writes run.log, attention.jsonl, models.jsonl, steps.jsonl, summary.md (and missing-symbols.txt on a mismatch) to $OUT.
+# Budget: the script ends itself within $DEADLINE seconds (default 470; give the device call a timeout_s a little
 # above it); each phase has its own limit, cut to what is left, so one hang does not eat the rest and the summary is
 # always written. Measured on an H100 (2026-11-27): 170 s on the machine (eng/gpu/results/2026-11-27-h100/).
 set -uo pipefail
@@ -28,7 +30,7 @@ tee_pid=$!
 finish() { exec >&- 2>&-; for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done; }
 trap finish EXIT
 start=$SECONDS
-deadline=${DEADLINE:-$([ "$mode" = gpu ] && echo 400 || echo 900)}
+deadline=${DEADLINE:-$([ "$mode" = gpu ] && echo 470 || echo 1500)}
 failures=()
 say() { echo "[$(date -u +%H:%M:%S) +$((SECONDS - start))s] $*"; }
 
@@ -118,14 +120,28 @@ if ! phase info 90 - "${check[@]}" info "${common[@]}"; then
     say "STOP: the C# program did not start on $dev with $torch_lib (see above)"
     exit 3
 fi
-phase conformance 120 - "${check[@]}" conformance "${common[@]}"
-phase train 120 - "${check[@]}" train "${common[@]}"
-phase attention-csharp 150 attention.jsonl "${check[@]}" bench-attention "${common[@]}" "${isolate[@]}" --tokens "$tokens"
-phase attention-python 120 attention.jsonl "$py" "$tools/gpu_attention.py" --device "$dev" --tokens "$tokens" \
+phase conformance 90 - "${check[@]}" conformance "${common[@]}"
+phase cuda-kernels 120 attention.jsonl "${check[@]}" cuda-kernels "${common[@]}" --tokens "$tokens"
+# NCCL ships with PyTorch's pip packages (nvidia/nccl/lib); a one-rank NCCL group runs the real collectives.
+if [ "$mode" = gpu ]; then
+    nccl_dir=$("$py" -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)
+    [ -n "$nccl_dir" ] && say "NCCL from $nccl_dir" && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_dir"
+fi
+phase nccl 60 - "${check[@]}" nccl "${common[@]}"
+phase steps 130 steps.jsonl "${check[@]}" bench-steps "${common[@]}"
+if [ -d "$tools/official" ]; then
+    phase models-python 170 models.jsonl "$py" "$tools/gpu_models.py" --device "$dev" --official "$tools/official" --deadline 140 \
+        $([ "$mode" = cpu ] && echo --quick --threads 2)
+else
+    say "=== models-python: SKIPPED, the authors' model files were not packed (benchmarks/python/official_models.md)"
+fi
+phase models 150 models.jsonl "${check[@]}" bench-models "${common[@]}" --no-isolate --states per-tensor,flat
+phase attention-python 90 attention.jsonl "$py" "$tools/gpu_attention.py" --device "$dev" --tokens "$tokens" \
     $([ "$mode" = cpu ] && echo --quick --threads 2)
-phase models 240 models.jsonl "${check[@]}" bench-models "${common[@]}" "${isolate[@]}"
+phase attention-csharp 90 attention.jsonl "${check[@]}" bench-attention "${common[@]}" --no-isolate --impls pola,softmax --tokens "$tokens"
+phase train 60 - "${check[@]}" train "${common[@]}"
 
-"$py" "$tools/summarize.py" "$OUT/attention.jsonl" "$OUT/models.jsonl" >"$OUT/summary.md"
+"$py" "$tools/summarize.py" "$OUT/attention.jsonl" "$OUT/models.jsonl" "$OUT/steps.jsonl" >"$OUT/summary.md" || say "summary failed"
 cat "$OUT/summary.md"
 if [ ${#failures[@]} -eq 0 ]; then
     say "DONE: every phase passed on $dev (mode $mode)"

@@ -103,7 +103,7 @@ internal static class AttentionBenchmark
 
 /// <summary>
 /// <c>bench-models</c>: inference images/s (batch 64) and training images/s (batch 32, AdamW steps as the Trainer
-/// does them) at 224 × 224, in float32 with TF32 off ("fp32"), float32 with TF32 on ("tf32") and bfloat16 models
+/// does them, with the flat training state unless <c>--states per-tensor,flat</c> asks for both) at 224 × 224, in float32 with TF32 off ("fp32"), float32 with TF32 on ("tf32") and bfloat16 models
 /// ("bf16": <c>model.to(bfloat16)</c>; float32 master weights for training).
 /// </summary>
 internal static class ModelBenchmark
@@ -114,12 +114,14 @@ internal static class ModelBenchmark
         var models = a.List("models", "pola_pvt_tiny,pola_swin_tiny");
         var precisions = a.List("precisions", "fp32,tf32,bf16");
         var phases = a.List("phases", "inference,training");
+        var states = a.List("states", "flat");
         long size = a.Int("size", ctx.Quick ? 64 : 224);
         long inferBatch = a.Int("infer-batch", ctx.Quick ? 2 : 64), trainBatch = a.Int("train-batch", ctx.Quick ? 2 : 32);
         int failed = 0;
         foreach (var model in models)
             foreach (var precision in precisions)
                 foreach (var phase in phases)
+                foreach (var stateName in phase == "training" ? states : ["-"])
                 {
                     long batch = phase == "training" ? trainBatch : inferBatch;
                     var describe = new Dictionary<string, object?>
@@ -127,16 +129,17 @@ internal static class ModelBenchmark
                         ["benchmark"] = "model", ["language"] = "csharp", ["model"] = model, ["phase"] = phase, ["precision"] = precision,
                         ["batch"] = batch, ["image_size"] = size, ["device"] = ctx.DeviceName,
                     };
+                    if (phase == "training") describe["state"] = stateName;
                     if (Isolation.Wanted(ctx))
                         failed += Isolation.RunChild(ctx, ["--models", model, "--precisions", precision, "--phases", phase, "--size", size.ToString(),
-                            "--infer-batch", inferBatch.ToString(), "--train-batch", trainBatch.ToString()], describe) ? 0 : 1;
+                            "--infer-batch", inferBatch.ToString(), "--train-batch", trainBatch.ToString(), "--states", stateName], describe) ? 0 : 1;
                     else
-                        One(ctx, describe, model, precision, phase, batch, size);
+                        One(ctx, describe, model, precision, phase, batch, size, stateName);
                 }
         return failed == 0 ? 0 : 1;
     }
 
-    private static void One(Context ctx, Dictionary<string, object?> report, string name, string precision, string phase, long batch, long size)
+    private static void One(Context ctx, Dictionary<string, object?> report, string name, string precision, string phase, long batch, long size, string stateName)
     {
         var dtype = precision switch
         {
@@ -168,7 +171,8 @@ internal static class ModelBenchmark
             }
             else if (phase == "training")
             {
-                using var step = new TrainingStep(name, 1000, dropPathRate: null, buildSize, ctx.Device, dtype, lr: 1e-4);
+                var state = stateName == "per-tensor" ? StateKind.PerTensor : StateKind.Flat;
+                using var step = new TrainingStep(name, 1000, dropPathRate: null, buildSize, ctx.Device, dtype, lr: 1e-4, state);
                 using var x = randn(batch, 3, size, size, device: ctx.Device);
                 using var labels = randint(0, 1000, batch, device: ctx.Device);
                 result = Timing.Measure(ctx, () => step.Step(x, labels, readLoss: false), warmup: 3, minIterations: 10, minSeconds: 1, maxSeconds: 30);

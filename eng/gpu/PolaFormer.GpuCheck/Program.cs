@@ -7,7 +7,7 @@ namespace PolaFormer.GpuCheck;
 
 /// <summary>
 /// The GPU check: <c>polaformer-gpucheck MODE [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] ...</c> with MODE
-/// one of info, conformance, train, bench-models, bench-attention. See docs/benchmarks-gpu.md.
+/// one of info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels, nccl. See docs/benchmarks-gpu.md.
 /// </summary>
 internal static class Program
 {
@@ -25,7 +25,7 @@ internal static class Program
         catch (ArgumentException e)
         {
             Console.Error.WriteLine("error: " + e.Message);
-            Console.Error.WriteLine("usage: polaformer-gpucheck info|conformance|train|bench-models|bench-attention [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] [--golden DIR] [options]");
+            Console.Error.WriteLine("usage: polaformer-gpucheck info|conformance|train|bench-models|bench-attention|bench-steps|cuda-kernels|nccl [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] [--golden DIR] [options]");
             return 2;
         }
 
@@ -45,7 +45,10 @@ internal static class Program
                 "train" => TrainCheck.Run(ctx),
                 "bench-models" => ModelBenchmark.Run(ctx),
                 "bench-attention" => AttentionBenchmark.Run(ctx),
-                _ => throw new ArgumentException($"unknown mode '{ctx.Args.Mode}'; expected info, conformance, train, bench-models or bench-attention."),
+                "bench-steps" => StepBreakdown.Run(ctx),
+                "cuda-kernels" => CudaKernelCheck.Run(ctx),
+                "nccl" => NcclCheck.Run(ctx),
+                _ => throw new ArgumentException($"unknown mode '{ctx.Args.Mode}'; expected info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels or nccl."),
             };
         }
         catch (ArgumentException e)
