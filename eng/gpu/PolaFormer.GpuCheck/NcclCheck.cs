@@ -44,7 +44,7 @@ internal static class NcclCheck
             using var expected = values.clone();
             group.AllReduce(values, ReduceOperation.Sum, "check tensor");
             ctx.Synchronize();
-            Report(values.equal(expected).item<bool>(), "all-reduce (sum) of 1,000 floats at one rank leaves them unchanged");
+            Report(values.eq(expected).all().item<bool>(), "all-reduce (sum) of 1,000 floats at one rank leaves them unchanged");
         }
 
         manual_seed(3);
@@ -67,7 +67,7 @@ internal static class NcclCheck
             loss.backward();
             var before = flat.Gradients.clone();
             ddp.AverageGradients();
-            averagedEqual &= flat.Gradients.equal(before).item<bool>();
+            averagedEqual &= flat.Gradients.eq(before).all().item<bool>();
             adamW.Step();
             losses.Add(loss.item<float>());
         }
