@@ -21,6 +21,7 @@ try
         "attention" => AttentionCommand.Run(new Arguments(args.Skip(1))),
         "model" => ModelCommand.Run(new Arguments(args.Skip(1))),
         "matmul" => MatmulCommand.Run(new Arguments(args.Skip(1))),
+        "conv-check" => ConvolutionCheckCommand.Run(new Arguments(args.Skip(1))),
         "flops" => FlopsCommand.Run(new Arguments(args.Skip(1))),
         "profile-attention" => ProfileAttentionCommand.Run(new Arguments(args.Skip(1))),
         "profile-model" => ProfileModelCommand.Run(new Arguments(args.Skip(1))),

@@ -98,16 +98,19 @@ public sealed class Trainer
 
         // `model` holds the float32 weights the optimiser updates, checkpoints and exports; in float16/bfloat16 the
         // passes run on a low-precision copy of it.
+        // The trainable parameters and their gradients live in one flat buffer per kind (FlatParameters), so the
+        // optimiser, clipping, the EMA, the low-precision copy and the all-reduce each take a few kernel launches.
         using var model = CreateModel(classes, device);
+        var (decay, noDecay) = ParameterGroups.Split(model);
+        using var flat = FlatParameters.Create([decay, noDecay]);
         using var lowPrecisionModel = dtype == ScalarType.Float32 ? null : CreateModel(classes, device);
-        var lowPrecision = lowPrecisionModel is null ? null : new LowPrecisionCopy(model, lowPrecisionModel, dtype);
+        var lowPrecision = lowPrecisionModel is null ? null : new LowPrecisionCopy(flat, model, lowPrecisionModel, dtype);
         var compute = lowPrecision?.Copy ?? model;
-        using var ddp = group is null ? null : new DistributedDataParallel(model, group);
+        using var ddp = group is null ? null : new DistributedDataParallel(model, group, flat);
         ddp?.SynchronizeParameters();
-        using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay) : null;
+        using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay, flat) : null;
         var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
 
-        var (decay, noDecay) = ParameterGroups.Split(model);
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
         {
             BatchSize = _options.BatchSize, Shuffle = true, DropLast = true, Workers = _options.Workers, Seed = _options.Seed,
@@ -122,12 +125,7 @@ public sealed class Trainer
         var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize * world);
         var schedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
             (long)(_options.WarmupEpochs * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
-        using var optimizer = optim.AdamW(
-            [
-                new AdamW.ParamGroup(decay.Select(p => p.Parameter), new AdamW.Options { weight_decay = _options.WeightDecay }),
-                new AdamW.ParamGroup(noDecay.Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
-            ],
-            lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps, weight_decay: _options.WeightDecay);
+        using var optimizer = new FlatAdamW(flat, [_options.WeightDecay, 0], lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps);
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
         string optionsJson = JsonSerializer.Serialize(_options);
@@ -137,7 +135,7 @@ public sealed class Trainer
         if (group is not null && resumeFrom is null) resumePath = group.BroadcastText(resumePath, "the checkpoint to resume from");
         if (resumePath is not null)
         {
-            state = TrainingCheckpoint.Load(resumePath, model, optimizer, ema);
+            state = TrainingCheckpoint.Load(resumePath, model, optimizer.Optimizer, ema);
             if (state.ModelName != _options.Model)
                 throw new ArgumentException($"Checkpoint '{resumePath}' is of model '{state.ModelName}', not '{_options.Model}'.", nameof(resumeFrom));
             resumedFrom = resumePath;
@@ -159,7 +157,7 @@ public sealed class Trainer
             long samples = epoch == state.Epoch ? state.EpochSamples : 0;
             long trainImages = 0;
             long globalStep = state.GlobalStep;
-            SetLearningRate(optimizer, schedule.At(globalStep));
+            SetLearningRate(optimizer.Optimizer, schedule.At(globalStep));
             lowPrecision?.Refresh();
             compute.train();
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
@@ -175,15 +173,15 @@ public sealed class Trainer
                     var (mixed, targets) = mixup.Apply(images, labels, epoch, batch.Index);
                     var logits = compute.forward(mixed.to(dtype)).to(ScalarType.Float32);
                     var loss = SoftTargetCrossEntropy.Compute(logits, targets);
-                    optimizer.zero_grad();
+                    optimizer.ZeroGradients();
                     (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
                     lowPrecision?.MoveGradients();
                     ddp?.AverageGradients();
-                    bool finiteGradients = scaler?.Unscale(model.parameters()) ?? true;
+                    bool finiteGradients = scaler?.Unscale(flat) ?? true;
                     if (finiteGradients)
                     {
-                        if (_options.ClipGrad > 0) nn.utils.clip_grad_norm_(model.parameters(), _options.ClipGrad);
-                        optimizer.step();
+                        if (_options.ClipGrad > 0) flat.ClipGradientNorm(_options.ClipGrad);
+                        optimizer.Step();
                         lowPrecision?.Refresh();
                         ema?.Update(model);
                     }
@@ -198,7 +196,7 @@ public sealed class Trainer
                     trainImages += batch.Count * world;
                     globalStep++;
                     double lr = schedule.At(globalStep - 1);
-                    SetLearningRate(optimizer, schedule.At(globalStep));
+                    SetLearningRate(optimizer.Optimizer, schedule.At(globalStep));
                     _progress.Step(batch.Index, value, lr, batch.Count * world);
                 }
 
@@ -207,12 +205,12 @@ public sealed class Trainer
                 bool endOfEpoch = batch.Index + 1 == stepsPerEpoch;
                 if ((group is null ? cancellationToken.IsCancellationRequested : stopAgreed) && !endOfEpoch)
                 {
-                    Save(state, model, optimizer, ema);
+                    Save(state, model, optimizer.Optimizer, ema);
                     _progress.Info($"stopped at epoch {epoch + 1}, step {state.StepInEpoch}; checkpoint written, run again to continue");
                     throw new OperationCanceledException(cancellationToken);
                 }
                 if (!endOfEpoch && _options.CheckpointEverySteps > 0 && state.StepInEpoch % _options.CheckpointEverySteps == 0)
-                    Save(state, model, optimizer, ema);
+                    Save(state, model, optimizer.Optimizer, ema);
             }
             double trainSeconds = clock.Elapsed.TotalSeconds;
 
@@ -230,7 +228,7 @@ public sealed class Trainer
             }
 
             state = state with { Epoch = epoch + 1, StepInEpoch = 0, BestTop1 = best, EpochLossSum = 0, EpochSamples = 0 };
-            var path = Save(state, model, optimizer, ema);
+            var path = Save(state, model, optimizer.Optimizer, ema);
             if (rank == 0)
             {
                 if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
