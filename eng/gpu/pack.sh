@@ -43,6 +43,8 @@ if [ -n "$bad" ]; then
 fi
 
 cp tests/PolaFormer.Tests/Golden/*.safetensors "$stage/app/golden/"
+# The bundled digits, where DigitsDataset.FindBundled looks next to the program (the trainer mode trains on them).
+mkdir -p "$stage/app/data" && cp samples/data/mnist-digits-10k.bin.gz "$stage/app/data/"
 cp tests/PolaFormer.Tests/Golden/f64/*.safetensors "$stage/app/golden/f64/"
 cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py benchmarks/python/gpu_models.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
 # The authors' model files for gpu_models.py travel only when a local copy exists (.official/, not in the repository:
@@ -65,7 +67,7 @@ fi
 
 archive=.gpu/polaformer-gpucheck.tgz
 tar -czf "$archive" -C "$stage" BUILD-INFO app tools
-cp eng/gpu/run-on-device.sh .gpu/run-on-device.sh
+cp eng/gpu/run-*.sh .gpu/
 
 unpacked=$(du -sb "$stage" | cut -f1)
 size=$(stat -c %s "$archive")

@@ -140,6 +140,7 @@ phase attention-python 90 attention.jsonl "$py" "$tools/gpu_attention.py" --devi
     $([ "$mode" = cpu ] && echo --quick --threads 2)
 phase attention-csharp 90 attention.jsonl "${check[@]}" bench-attention "${common[@]}" --no-isolate --impls pola,softmax --tokens "$tokens"
 phase train 60 - "${check[@]}" train "${common[@]}"
+phase trainer 120 - "${check[@]}" trainer "${common[@]}"
 
 "$py" "$tools/summarize.py" "$OUT/attention.jsonl" "$OUT/models.jsonl" "$OUT/steps.jsonl" >"$OUT/summary.md" || say "summary failed"
 cat "$OUT/summary.md"

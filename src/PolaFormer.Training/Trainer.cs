@@ -94,6 +94,16 @@ public sealed class Trainer
         var dtype = _options.ScalarType;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
+        if (device.type == DeviceType.CPU)
+        {
+            // Some CPUs' oneDNN convolution is wrong (TorchRuntime.VerifyCpuConvolution): train on LibTorch's own then,
+            // and refuse to train on one that stays wrong rather than report NaN losses later.
+            bool? oneDnnBefore = TorchRuntime.OneDnnEnabled;
+            var convolution = TorchRuntime.VerifyCpuConvolution();
+            if (!convolution.Correct) throw new InvalidOperationException(convolution + "; training on this CPU would compute wrong gradients.");
+            if (oneDnnBefore == true && convolution.OneDnnEnabled == false)
+                _progress.Info("warning: LibTorch's oneDNN convolution is wrong on this CPU; oneDNN switched off for this process (README § Known issues)");
+        }
         manual_seed(_options.Seed + rank);
 
         // `model` holds the float32 weights the optimiser updates, checkpoints and exports; in float16/bfloat16 the

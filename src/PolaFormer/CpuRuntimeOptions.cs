@@ -47,4 +47,10 @@ public sealed record CpuRuntimeOptions
     /// LibTorch is loaded (OpenMP reads it once); an <c>OMP_WAIT_POLICY</c> already in the environment wins.
     /// </summary>
     public OpenMpWaitPolicy WaitPolicy { get; init; } = OpenMpWaitPolicy.Default;
+
+    /// <summary>
+    /// Check LibTorch's float32 CPU convolution against float64 and switch oneDNN off where it is wrong
+    /// (<see cref="TorchRuntime.VerifyCpuConvolution"/>; about a millisecond, loads LibTorch). Default: true.
+    /// </summary>
+    public bool VerifyConvolution { get; init; } = true;
 }

@@ -11,7 +11,8 @@ public static partial class TorchRuntime
     /// Applies process-wide settings of the native CPU runtime (see <see cref="CpuRuntimeOptions"/>). Call it at the
     /// very start of a program, before the first tensor: the OpenMP wait policy is read once, when LibTorch loads.
     /// </summary>
-    /// <param name="options">What to apply (default: retain freed memory; OpenMP left as it is).</param>
+    /// <param name="options">What to apply (default: retain freed memory; OpenMP left as it is; the CPU convolution
+    /// verified).</param>
     /// <returns>One line saying what was applied, for the program's log.</returns>
     /// <exception cref="InvalidOperationException">A wait policy was asked for after LibTorch was loaded.</exception>
     public static string ConfigureCpu(CpuRuntimeOptions? options = null)
@@ -37,6 +38,7 @@ public static partial class TorchRuntime
         if (options.RetainFreedMemory)
             applied.Add(RetainFreedMemory() ? "freed native memory kept for reuse (glibc malloc: no mmap, no trim)"
                 : "freed native memory: left to the allocator (not glibc)");
+        if (options.VerifyConvolution) applied.Add(VerifyCpuConvolution().ToString());
         return applied.Count == 0 ? "CPU runtime: defaults" : "CPU runtime: " + string.Join("; ", applied);
     }
 

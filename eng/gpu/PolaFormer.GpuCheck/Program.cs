@@ -7,7 +7,7 @@ namespace PolaFormer.GpuCheck;
 
 /// <summary>
 /// The GPU check: <c>polaformer-gpucheck MODE [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] ...</c> with MODE
-/// one of info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels, nccl. See docs/benchmarks-gpu.md.
+/// one of info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels, nccl, trainer. See docs/benchmarks-gpu.md.
 /// </summary>
 internal static class Program
 {
@@ -25,7 +25,7 @@ internal static class Program
         catch (ArgumentException e)
         {
             Console.Error.WriteLine("error: " + e.Message);
-            Console.Error.WriteLine("usage: polaformer-gpucheck info|conformance|train|bench-models|bench-attention|bench-steps|cuda-kernels|nccl [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] [--golden DIR] [options]");
+            Console.Error.WriteLine("usage: polaformer-gpucheck info|conformance|train|bench-models|bench-attention|bench-steps|cuda-kernels|nccl|trainer [--device cuda|cpu] [--quick] [--expect-torch-dir DIR] [--golden DIR] [options]");
             return 2;
         }
 
@@ -48,7 +48,8 @@ internal static class Program
                 "bench-steps" => StepBreakdown.Run(ctx),
                 "cuda-kernels" => CudaKernelCheck.Run(ctx),
                 "nccl" => NcclCheck.Run(ctx),
-                _ => throw new ArgumentException($"unknown mode '{ctx.Args.Mode}'; expected info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels or nccl."),
+                "trainer" => TrainerCheck.Run(ctx),
+                _ => throw new ArgumentException($"unknown mode '{ctx.Args.Mode}'; expected info, conformance, train, bench-models, bench-attention, bench-steps, cuda-kernels, nccl or trainer."),
             };
         }
         catch (ArgumentException e)

@@ -36,8 +36,13 @@ public sealed record FlatGroup(long Offset, long Length, IReadOnlyList<FlatEntry
 /// </summary>
 public sealed class FlatParameters : IDisposable
 {
-    /// <summary>Every parameter starts at a multiple of this many elements (64 bytes in float32).</summary>
-    public const long AlignmentElements = 16;
+    /// <summary>Every parameter starts at a multiple of this many elements: 64 bytes (a cache line, the alignment
+    /// LibTorch's CPU allocator gives every tensor) in the 2-byte dtypes of a mirrored low-precision copy, 128 in
+    /// float32.</summary>
+    /// <remarks>At 16 elements, a bfloat16 copy's weights sat on 32-byte boundaries, and LibTorch 2.10's bfloat16
+    /// CPU kernels on an AVX-512 machine computed gradients that differed from those of the same weights in separate
+    /// tensors (FlatTrainingStateTests, 2026-12-04).</remarks>
+    public const long AlignmentElements = 32;
 
     /// <summary>The flat buffers' length is a multiple of this (reductions walk them as rows of this length).</summary>
     public const long RowElements = 1024;

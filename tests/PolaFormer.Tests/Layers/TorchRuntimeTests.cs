@@ -29,11 +29,32 @@ public sealed class TorchRuntimeTests : TorchTest
     }
 
     [Fact]
-    public void Defaults_change_nothing_but_memory_retention()
+    public void Defaults_retain_memory_and_verify_the_convolution_and_nothing_else()
     {
         var options = new CpuRuntimeOptions();
         options.RetainFreedMemory.Should().BeTrue();
         options.WaitPolicy.Should().Be(OpenMpWaitPolicy.Default);
-        TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false }).Should().Be("CPU runtime: defaults");
+        options.VerifyConvolution.Should().BeTrue();
+        TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false, VerifyConvolution = false }).Should().Be("CPU runtime: defaults");
+        TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false }).Should().StartWith("CPU runtime: CPU convolution matches float64");
+    }
+
+    [Fact]
+    public void The_onednn_switch_is_reachable_and_round_trips()
+    {
+        bool? before = TorchRuntime.OneDnnEnabled;
+        before.Should().NotBeNull("LibTorch 2.10's CPU library exports at::Context::setUserEnabledMkldnn");
+        try
+        {
+            TorchRuntime.SetOneDnnEnabled(!before!.Value).Should().BeTrue();
+            TorchRuntime.OneDnnEnabled.Should().Be(!before.Value);
+            // Either way the convolution LibTorch picks must now be right, or the check says so.
+            TorchRuntime.VerifyCpuConvolution(disableOneDnnIfWrong: false).Should().Match<CpuConvolutionCheck>(c => c.OneDnnEnabled == !before.Value);
+        }
+        finally
+        {
+            TorchRuntime.SetOneDnnEnabled(before!.Value);
+        }
+        TorchRuntime.OneDnnEnabled.Should().Be(before.Value);
     }
 }
