@@ -163,7 +163,11 @@ static int Run(string? cpuRuntime, Action action)
     {
         // Before the first tensor: OpenMP reads its wait policy when LibTorch loads.
         if (cpuRuntime is "tuned" or "passive")
-            TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = cpuRuntime == "passive" ? OpenMpWaitPolicy.Passive : OpenMpWaitPolicy.Default });
+            TorchRuntime.ConfigureCpu(new CpuRuntimeOptions
+            {
+                WaitPolicy = cpuRuntime == "passive" ? OpenMpWaitPolicy.Passive : OpenMpWaitPolicy.Default,
+                VerifyConvolution = false,   // the Trainer checks it on a CPU, once the arguments have been validated
+            });
         TorchRuntime.EnsureLoaded();
         action();
         return 0;
