@@ -10,6 +10,6 @@ mkdir -p "$OUT"; rm -rf "$WORK" && mkdir -p "$WORK" && tar -xzf "$here/polaforme
 torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib:$WORK/app" NUGET_PACKAGES="$WORK/no-nuget-cache"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/trainer.log"
-timeout 200 "$WORK/app/polaformer-gpucheck" trainer --device cuda --epochs 2 --dtypes float32,bfloat16 --workers 8 2>&1 \
+timeout 150 "$WORK/app/polaformer-gpucheck" trainer --device cuda --epochs 2 --dtypes float32,bfloat16 --workers 8 2>&1 \
     | grep -v '^# native' | tee -a "$OUT/trainer.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/trainer.log"
