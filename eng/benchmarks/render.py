@@ -441,17 +441,17 @@ def memory_section(out):
                    'so leave it off for maximum-resolution inference.\n')
 
 
-def session2_section(out):
-    """The focused re-measurement of this release (eng/benchmarks/run-session2.sh)."""
-    folder = b.RESULTS / 'session2'
+def runtime_ab_section(out):
+    """The focused re-measurement of this release (eng/benchmarks/run-runtime-ab.sh)."""
+    folder = b.RESULTS / '2026-11-27-runtime-ab'
     rows = [json.loads(l) for l in (folder / 'attention.jsonl').read_text().splitlines() if l.strip()] \
         if (folder / 'attention.jsonl').exists() else []
     models = [json.loads(l) for l in (folder / 'models.jsonl').read_text().splitlines() if l.strip()] \
         if (folder / 'models.jsonl').exists() else []
     if not rows:
         return
-    out.append('### A sitting of session 2 (`bash eng/benchmarks/run-session2.sh`)\n')
-    out.append('A shorter run by the second session, before the benchmark tool was built without tiered '
+    out.append('### The CPU-runtime A/B of 2026-11-27 (`bash eng/benchmarks/run-runtime-ab.sh`)\n')
+    out.append('A shorter run, made before the benchmark tool was built without tiered '
                'compilation (see above: its small-N figures time the JIT\'s warm-up, ours 0.70–0.91× PyTorch at 196 '
                'and 784 tokens where sections 1 and 2 measure 1.8–2×), kept as the record of that finding: the polarity layer (forward + backward, dim 64, 2 heads, batch '
                '1, 2 threads) on both sides under the same CPU runtime settings (and, at 3,136 tokens, with the '
@@ -647,7 +647,7 @@ def main():
     log = b.ROOT / 'eng' / 'benchmarks' / 'optimisation-log.md'
     if log.exists():
         out.append(log.read_text().rstrip() + '\n')
-    session2_section(out)
+    runtime_ab_section(out)
 
     DOCS.mkdir(exist_ok=True)
     (DOCS / 'benchmarks.md').write_text('\n'.join(out).rstrip() + '\n')

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs the GPU check for the lent GPU machine (which has PyTorch for Python but no .NET and no package registry):
+# Packs the GPU check for the GPU machine (which has PyTorch for Python but no .NET and no package registry):
 #
 #   bash eng/gpu/pack.sh [--trim]
 #
@@ -7,10 +7,10 @@
 #                                  TorchSharp's managed code and libLibTorchSharp.so, NO LibTorch: the Python install's
 #                                  libraries are used there), the golden files, benchmarks/python/gpu_attention.py (+ official_layers.py),
 #                                  eng/gpu/summarize.py and eng/gpu/check-symbols.sh
-#   .gpu/run-on-device.sh          what the device runs: `bash .gpu/run-on-device.sh` (see docs/benchmarks-gpu.md)
+#   .gpu/run-*.sh                  what the GPU machine runs: `bash .gpu/run-on-device.sh` (see docs/benchmarks-gpu.md)
 #
-# .gpu/ is ignored (.git/info/exclude) and travels to the device with `carry: [".gpu"]`. The device tool's limit for
-# the working tree plus carried paths is 64 MiB; this script fails when the archive reaches 60 MiB.
+# .gpu/ is ignored (.git/info/exclude); copy it to the GPU machine with the checkout. The script fails when the
+# archive reaches 60 MiB, to keep checkout plus archive under 64 MiB for transfer.
 # --trim: PublishTrimmed with TrimMode=partial (only the framework's own trimmable assemblies are trimmed; TorchSharp and
 # PolaFormer, which rely on reflection over module fields, are kept whole). Off by default: the untrimmed archive fits.
 set -euo pipefail
@@ -76,8 +76,8 @@ limit=$((60 * 1024 * 1024))
 awk -v a="$archive" -v s="$size" -v u="$unpacked" -v n="$(find "$stage" -type f | wc -l)" -v c="$carried" \
     'BEGIN { printf "pack: %s = %.1f MiB (unpacked %.1f MiB, %d files); .gpu/ carries %.1f MiB\n", a, s / 1048576, u / 1048576, n, c / 1048576 }'
 if [ "$size" -ge "$limit" ] || [ "$carried" -ge "$limit" ]; then
-    echo "pack: too large: the device tool carries at most 64 MiB with the working tree; keep .gpu/ under 60 MiB" >&2
+    echo "pack: too large: keep .gpu/ under 60 MiB (checkout plus archive under 64 MiB)" >&2
     exit 1
 fi
 rm -rf "$stage"
-echo "pack: ready; on the device: bash .gpu/run-on-device.sh (carry .gpu)"
+echo "pack: ready; on the GPU machine: bash .gpu/run-on-device.sh"

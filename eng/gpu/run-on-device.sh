@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, as the lent GPU machine runs it (after `bash eng/gpu/pack.sh` here, with `carry: [".gpu"]`):
+# The GPU check, as a GPU machine with PyTorch and no .NET runs it (after `bash eng/gpu/pack.sh` here, with the checkout's .gpu/ copied there):
 #
 #   bash .gpu/run-on-device.sh                  # on the GPU machine: CUDA, full sizes
 #   bash .gpu/run-on-device.sh --cpu-dry-run    # here: the same pipeline on the CPU, small sizes (not GPU figures)
@@ -14,7 +14,7 @@
 #    (training-step breakdown, per-tensor vs flat state), gpu_models.py (the authors' models, when packed),
 #    bench-models, gpu_attention.py (PyTorch, same sweep), bench-attention (C#), train;
 # 5. writes run.log, attention.jsonl, models.jsonl, steps.jsonl, summary.md (and missing-symbols.txt on a mismatch) to $OUT.
-# Budget: the script ends itself within $DEADLINE seconds (default 470; give the device call a timeout_s a little
+# Budget: the script ends itself within $DEADLINE seconds (default 470; a caller's own time limit should be a little
 # above it); each phase has its own limit, cut to what is left, so one hang does not eat the rest and the summary is
 # always written. Measured on an H100 (2026-11-27): 170 s on the machine (eng/gpu/results/2026-11-27-h100/).
 set -uo pipefail

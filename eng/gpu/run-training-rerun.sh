@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training measurements alone, each configuration in a fresh process (a long in-process sweep ran out of GPU
 # memory on 2026-12-04: memory grows across configurations in one process), plus the one-rank NCCL check:
-#   bash .gpu/run-training-rerun.sh        (on the GPU machine, after bash eng/gpu/pack.sh here; carry .gpu)
+#   bash .gpu/run-training-rerun.sh        (on the GPU machine, after bash eng/gpu/pack.sh here, with .gpu/ copied there)
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$here/out}; WORK=${TMPDIR:-/tmp}/polaformer-gpucheck

@@ -11,6 +11,9 @@ namespace PolaFormer.Tests.Training.Optimization;
 
 /// <summary>The flat training state (parameters and gradients in one buffer per group) against the per-tensor
 /// TorchSharp code it replaces: same numbers, same checkpoint format.</summary>
+/// <remarks>Twin models are built from the same manual_seed, and drop path draws from torch's process-wide
+/// generator: a test on another thread drawing in between would make the twins differ, so these run alone.</remarks>
+[Collection(PolaFormer.Tests.Training.ProcessWideMeasurements.Name)]
 public sealed class FlatTrainingStateTests : TorchTest
 {
     private static Backbone Model(long seed)

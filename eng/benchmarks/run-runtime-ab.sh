@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The focused re-measurement behind section 5's "Session 2" tables (about 15 minutes on an idle 2-core machine):
+# The focused re-measurement behind docs/benchmarks.md's CPU-runtime A/B tables (about 15 minutes on an idle 2-core machine):
 # polarity attention forward + backward, ours against the official op sequence in PyTorch, both under the same
 # native CPU runtime settings (tuned = glibc malloc keeps freed memory; default = untouched), and the four models at
-# batch 8. Fresh process per measurement, the sides alternating, two rounds. Results: results/session2/*.jsonl.
+# batch 8. Fresh process per measurement, the sides alternating, two rounds. Results: results/2026-11-27-runtime-ab/*.jsonl (rename the folder for a new date).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash eng/prerequisites.sh >/dev/null
 dotnet build benchmarks/PolaFormer.Benchmarks -c Release --nologo -v q >/dev/null
-out=eng/benchmarks/results/session2
+out=eng/benchmarks/results/${RESULTS_NAME:-$(date -u +%Y-%m-%d)-runtime-ab}
 mkdir -p "$out"
 : >"$out/attention.jsonl"
 : >"$out/models.jsonl"
