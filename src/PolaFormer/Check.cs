@@ -54,7 +54,7 @@ internal static class Check
                 $"{name} must be a positive odd number so the depthwise convolution keeps the token grid size.");
     }
 
-    /// <summary>Checks x is (B, N, C) with the expected channel count.</summary>
+    /// <summary>Checks x is (B, N, C) with the expected channel count, at least one item and a floating-point dtype.</summary>
     public static void Tokens(Tensor x, long channels, string name = "x")
     {
         ArgumentNullException.ThrowIfNull(x, name);
@@ -62,6 +62,30 @@ internal static class Check
             throw new ArgumentException($"{name} has shape {Format(x.shape)}; expected (B, N, C={channels}).", name);
         if (x.shape[2] != channels)
             throw new ArgumentException($"{name} has {x.shape[2]} channels (shape {Format(x.shape)}); expected C = {channels}.", name);
+        NonEmptyFloatingPoint(x, name);
+    }
+
+    /// <summary>Checks that x holds at least one batch item and a floating-point dtype, before LibTorch sees it (whose
+    /// errors for these carry native stack frames).</summary>
+    public static void NonEmptyFloatingPoint(Tensor x, string name)
+    {
+        if (x.shape[0] == 0)
+            throw new ArgumentException($"{name} has batch size 0 (shape {Format(x.shape)}); expected at least one item.", name);
+        if (!x.is_floating_point())
+            throw new ArgumentException($"{name} has dtype {x.dtype}; expected a floating-point tensor (float32, float16, bfloat16 or float64).", name);
+    }
+
+    /// <summary>Checks that x has the dtype and device of <paramref name="module"/>'s parameters.</summary>
+    public static void MatchesParameters(Tensor x, TorchSharp.torch.nn.Module module, string name)
+    {
+        var first = module.parameters().FirstOrDefault();
+        if (first is null) return;
+        if (x.dtype != first.dtype)
+            throw new ArgumentException(
+                $"{name} has dtype {x.dtype} but the model's parameters are {first.dtype}; convert the input (x.to({first.dtype})) or the model (model.to({x.dtype})).", name);
+        if (x.device.ToString() != first.device.ToString())
+            throw new ArgumentException(
+                $"{name} is on {x.device} but the model's parameters are on {first.device}; move the input or the model.", name);
     }
 
     /// <summary>Checks x is (B, N, C) with N = prefix + height·width.</summary>
@@ -84,6 +108,7 @@ internal static class Check
             throw new ArgumentException($"{name} has shape {Format(x.shape)}; expected an image batch (B, C={channels}, H, W).", name);
         if (x.shape[1] != channels)
             throw new ArgumentException($"{name} has {x.shape[1]} channels (shape {Format(x.shape)}); expected C = {channels}.", name);
+        NonEmptyFloatingPoint(x, name);
     }
 
     public static bool BroadcastsTo(ReadOnlySpan<long> shape, ReadOnlySpan<long> target)

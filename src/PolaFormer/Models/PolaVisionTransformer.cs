@@ -207,7 +207,8 @@ public sealed class PolaVisionTransformer : Backbone
     /// <summary>Patch embedding, positional embedding, blocks and final norm: (B, prefix + N, C) and the grid.</summary>
     private (Tensor Tokens, long Height, long Width) Encode(Tensor images)
     {
-        Check.Images(images, InChannels);
+        Check.Images(images, InChannels, nameof(images));
+        Check.MatchesParameters(images, this, nameof(images));
         long ph = images.shape[2], pw = images.shape[3], p = Options.PatchSize;
         if (ph % p != 0 || pw % p != 0)
             throw new ArgumentException($"images are {ph} × {pw}; both sides must be multiples of the patch size {p}.", nameof(images));

@@ -125,4 +125,34 @@ public sealed class PolarityAttentionTests : TorchTest
         FluentActions.Invoking(() => PolarityAttention.Compute(q, q, q, power, keyMask: ones(2, 5)))
             .Should().Throw<ArgumentException>().WithParameterName("keyMask");
     }
+
+    // Non-finite values go where the official op sequence sends them: a NaN or an infinity in one query or one key
+    // must leave the same non-finite entries on the Fast path (C# kernels, fused readout) as on the Reference one.
+    [Theory]
+    [InlineData("q", double.NaN)]
+    [InlineData("q", double.PositiveInfinity)]
+    [InlineData("q", double.NegativeInfinity)]
+    [InlineData("k", double.NaN)]
+    [InlineData("v", double.NaN)]
+    public void Non_finite_inputs_propagate_alike_on_both_paths(string where, double value)
+    {
+        using var scope = NewDisposeScope();
+        using var x = Draw(2, 2, 49, 49, 16, float32, seed: 77);
+        var target = where switch { "q" => x.Q, "k" => x.K, _ => x.V };
+        using (no_grad()) target[1, 0, 5, 3] = tensor((float)value);
+        using var noGrad = no_grad();
+        var reference = PolarityAttention.Compute(x.Q, x.K, x.V, x.Power, implementation: PolarityImplementation.Reference);
+        var fast = PolarityAttention.Compute(x.Q, x.K, x.V, x.Power, implementation: PolarityImplementation.Fast);
+        var local = randn(2, 2, 49, 16, generator: new Generator(5));
+        var gate = randn(2, 49, 32, generator: new Generator(6));
+        var gatedReference = PolarityAttention.ComputeGated(x.Q, x.K, x.V, x.Power, local, gate, PolarityAttention.DefaultEpsilon, PolarityImplementation.Reference, null, PolarityPrecision.Float32Core);
+        var gatedFast = PolarityAttention.ComputeGated(x.Q, x.K, x.V, x.Power, local, gate, PolarityAttention.DefaultEpsilon, PolarityImplementation.Fast, null, PolarityPrecision.Float32Core);
+
+        long nonFinite = reference.isfinite().logical_not().sum().item<long>();
+        nonFinite.Should().BeGreaterThan(0, $"a {value} in {where} reaches the output on the Reference path");
+        fast.isfinite().eq(reference.isfinite()).all().item<bool>().Should().BeTrue("Fast must be non-finite exactly where Reference is");
+        gatedFast.isfinite().eq(gatedReference.isfinite()).all().item<bool>().Should().BeTrue("the gated readout likewise");
+        var finite = reference.isfinite();
+        fast.masked_select(finite).ShouldBeClose(reference.masked_select(finite), 5e-6, "the finite entries");
+    }
 }

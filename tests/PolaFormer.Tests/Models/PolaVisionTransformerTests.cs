@@ -102,7 +102,7 @@ public sealed class PolaVisionTransformerTests : TorchTest
         var options = new PolaVitOptions { ImageSize = (32, 32), PatchSize = 16, EmbedDim = 16, NumHeads = 2, Depth = 1 };
         using var model = new PolaVisionTransformer(options);
         FluentActions.Invoking(() => model.forward(randn(1, 1, 32, 32)))
-            .Should().Throw<ArgumentException>().WithParameterName("x").WithMessage("*1 channels*C = 3*");
+            .Should().Throw<ArgumentException>().WithParameterName("images").WithMessage("*1 channels*C = 3*");
         FluentActions.Invoking(() => model.forward(randn(1, 3, 40, 32)))
             .Should().Throw<ArgumentException>().WithParameterName("images").WithMessage("*40 × 32*16*");
     }

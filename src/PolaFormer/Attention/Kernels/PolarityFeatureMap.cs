@@ -134,7 +134,7 @@ internal static class PolarityFeatureMap
         });
     }
 
-    /// <summary>positive = x &gt; 0 ? |x|^p : 0, negative = x &lt; 0 ? |x|^p : 0.</summary>
+    /// <summary>positive = x &gt; 0 ? |x|^p : 0, negative = x &lt; 0 ? |x|^p : 0; NaN in both.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void FeatureRow(ReadOnlySpan<float> x, ReadOnlySpan<float> p, Span<float> positive, Span<float> negative)
     {
@@ -149,17 +149,19 @@ internal static class PolarityFeatureMap
             {
                 var xv = Vector256.LoadUnsafe(ref xr, (nuint)i);
                 var magnitude = PowAbs(xv, Vector256.LoadUnsafe(ref pr, (nuint)i));
-                Vector256.ConditionalSelect(Vector256.GreaterThan(xv, Vector256<float>.Zero), magnitude, Vector256<float>.Zero)
+                // A NaN goes to both streams, as relu(NaN)^p and relu(−NaN)^p do on the Reference path.
+                var nan = ~Vector256.Equals(xv, xv);
+                Vector256.ConditionalSelect(Vector256.GreaterThan(xv, Vector256<float>.Zero) | nan, magnitude, Vector256<float>.Zero)
                     .StoreUnsafe(ref posr, (nuint)i);
-                Vector256.ConditionalSelect(Vector256.LessThan(xv, Vector256<float>.Zero), magnitude, Vector256<float>.Zero)
+                Vector256.ConditionalSelect(Vector256.LessThan(xv, Vector256<float>.Zero) | nan, magnitude, Vector256<float>.Zero)
                     .StoreUnsafe(ref negr, (nuint)i);
             }
         }
         for (; i < x.Length; i++)
         {
             float magnitude = x[i] == 0 ? 0f : (float)Math.Pow(Math.Abs((double)x[i]), p[i]);
-            positive[i] = x[i] > 0 ? magnitude : 0f;
-            negative[i] = x[i] < 0 ? magnitude : 0f;
+            positive[i] = x[i] > 0 || float.IsNaN(x[i]) ? magnitude : 0f;
+            negative[i] = x[i] < 0 || float.IsNaN(x[i]) ? magnitude : 0f;
         }
     }
 
