@@ -10,9 +10,10 @@ namespace PolaFormer.Models;
 public sealed record FeatureInfo(string Name, long Channels, long Reduction);
 
 /// <summary>
-/// The shape every image classifier in this library shares (timm's conventions): <see cref="ForwardFeatures"/>
-/// returns pooled features, <see cref="ForwardHead"/> the logits, <see cref="ForwardIntermediates"/> per-stage
-/// feature maps for dense tasks.
+/// The contract every image model in this library follows (timm's): <see cref="ForwardFeatures"/> returns the
+/// unpooled last-stage tokens, <see cref="ForwardHead"/> pools and classifies them, <see cref="ForwardIntermediates"/>
+/// gives the feature maps listed in <see cref="FeatureInfo"/> for dense tasks, and <see cref="ResetClassifier"/>
+/// swaps the head for fine-tuning.
 /// </summary>
 public abstract class Backbone : nn.Module<Tensor, Tensor>
 {
@@ -42,18 +43,97 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
     /// <summary>Name fragments: parameters whose names contain one of these take no weight decay.</summary>
     public virtual IReadOnlySet<string> NoWeightDecayKeywords => new HashSet<string>();
 
-    /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>).</summary>
+    /// <summary>
+    /// Images (B, C, H, W) → the unpooled features of the last stage as tokens (B, N, <see cref="NumFeatures"/>),
+    /// after the family's final norm where its classifier uses one (timm's <c>forward_features</c>). A ViT's prefix
+    /// tokens (class token) come first.
+    /// </summary>
     public abstract Tensor ForwardFeatures(Tensor images);
 
-    /// <summary>Pooled features (B, <see cref="NumFeatures"/>) → logits (B, <see cref="NumClasses"/>).</summary>
-    public abstract Tensor ForwardHead(Tensor features);
+    /// <summary>
+    /// Unpooled features (B, N, <see cref="NumFeatures"/>) from <see cref="ForwardFeatures"/> → pooled features
+    /// (B, <see cref="NumFeatures"/>) when <paramref name="preLogits"/>, else logits (B, <see cref="NumClasses"/>)
+    /// (timm's <c>forward_head</c>). With no classifier (<see cref="NumClasses"/> = 0) both are the pooled features.
+    /// </summary>
+    /// <exception cref="ArgumentException">features is not (B, N, <see cref="NumFeatures"/>).</exception>
+    public Tensor ForwardHead(Tensor features, bool preLogits = false)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 3 || features.shape[2] != NumFeatures || features.shape[1] == 0)
+            throw new ArgumentException(
+                $"features has shape {Check.Format(features.shape)}; expected the unpooled tokens (B, N, {NumFeatures}) that ForwardFeatures returns.", nameof(features));
+        using var scope = NewDisposeScope();
+        var pooled = Pool(features);
+        return (preLogits ? pooled : Classify(pooled)).MoveToOuterDisposeScope();
+    }
 
-    /// <summary>Images (B, C, H, W) → one (B, C_i, H_i, W_i) map per stage, as listed in
-    /// <see cref="FeatureInfo"/>.</summary>
-    public abstract IReadOnlyList<Tensor> ForwardIntermediates(Tensor images);
+    /// <summary>The family's pooling of the unpooled tokens: the mean over tokens, or a class token.</summary>
+    protected virtual Tensor Pool(Tensor features) => features.mean([1]);
+
+    /// <summary>The classifier on pooled features (identity when there is none).</summary>
+    protected abstract Tensor Classify(Tensor pooled);
+
+    /// <summary>
+    /// Images (B, C, H, W) → the feature maps (B, C_i, H_i, W_i) of the <see cref="FeatureInfo"/> entries selected by
+    /// <paramref name="indices"/> (timm's <c>forward_intermediates</c>).
+    /// </summary>
+    /// <param name="images">The image batch.</param>
+    /// <param name="indices">Positions in <see cref="FeatureInfo"/>; negative counts from the end (−1 = last); null
+    /// for all.</param>
+    /// <param name="norm">Apply the family's final norm where timm does (the last map of a hierarchical model, every
+    /// block of a ViT).</param>
+    /// <param name="stopEarly">Stop after the last selected entry instead of running the whole model.</param>
+    /// <exception cref="ArgumentOutOfRangeException">An index is outside [−count, count).</exception>
+    public IReadOnlyList<Tensor> ForwardIntermediates(Tensor images, IReadOnlyList<int>? indices = null, bool norm = false, bool stopEarly = false)
+    {
+        var wanted = ResolveIndices(indices);
+        using var scope = NewDisposeScope();
+        var maps = RunIntermediates(images, wanted, norm, stopUntil: stopEarly ? wanted.Max() : FeatureInfo.Count - 1, out _);
+        foreach (var map in maps) map.MoveToOuterDisposeScope();
+        return maps;
+    }
+
+    /// <summary>
+    /// <see cref="ForwardFeatures"/> and <see cref="ForwardIntermediates"/> in one pass (timm's
+    /// <c>forward_intermediates(..., intermediates_only=False)</c>).
+    /// </summary>
+    public (Tensor Features, IReadOnlyList<Tensor> Intermediates) ForwardFeaturesAndIntermediates(Tensor images, IReadOnlyList<int>? indices = null, bool norm = false)
+    {
+        var wanted = ResolveIndices(indices);
+        using var scope = NewDisposeScope();
+        var maps = RunIntermediates(images, wanted, norm, stopUntil: FeatureInfo.Count - 1, out var features);
+        foreach (var map in maps) map.MoveToOuterDisposeScope();
+        return (features!.MoveToOuterDisposeScope(), maps);
+    }
+
+    /// <summary>
+    /// Runs the model up to <see cref="FeatureInfo"/> entry <paramref name="stopUntil"/>, returning the maps of the
+    /// <paramref name="wanted"/> entries in order, and — when it ran to the end — the unpooled features.
+    /// </summary>
+    protected abstract IReadOnlyList<Tensor> RunIntermediates(Tensor images, IReadOnlySet<int> wanted, bool norm, int stopUntil, out Tensor? features);
+
+    private SortedSet<int> ResolveIndices(IReadOnlyList<int>? indices)
+    {
+        int count = FeatureInfo.Count;
+        var wanted = new SortedSet<int>();
+        if (indices is null)
+        {
+            for (int i = 0; i < count; i++) wanted.Add(i);
+            return wanted;
+        }
+        if (indices.Count == 0) throw new ArgumentException("indices is empty; pass null for every feature map.", nameof(indices));
+        foreach (int index in indices)
+        {
+            if (index < -count || index >= count)
+                throw new ArgumentOutOfRangeException(nameof(indices), index, $"indices has {index}; expected a position in [{-count}, {count}) of FeatureInfo ({count} entries).");
+            wanted.Add(index < 0 ? count + index : index);
+        }
+        return wanted;
+    }
 
     /// <summary>Replaces the classifier by a new, freshly initialised one with <paramref name="numClasses"/>
-    /// outputs (0 = identity: the model returns its pooled features).</summary>
+    /// outputs (0 = identity: the model returns its pooled features), on the device and dtype the model's parameters
+    /// have now.</summary>
     public abstract void ResetClassifier(long numClasses);
 
     /// <summary>Images (B, C, H, W) → logits (B, <see cref="NumClasses"/>).</summary>
@@ -61,6 +141,13 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         return ForwardHead(ForwardFeatures(images)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The device and dtype of the model's parameters now (after any <c>to(...)</c>).</summary>
+    protected (Device Device, ScalarType Dtype) ParameterPlacement()
+    {
+        var first = parameters().First();
+        return (first.device, first.dtype);
     }
 
     /// <summary>
@@ -76,15 +163,6 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(replacement);
         register_module(name, null!);
         register_module(name, replacement);
-    }
-
-    /// <summary>Throws unless <paramref name="features"/> is (B, <see cref="NumFeatures"/>), the input of the head.</summary>
-    /// <exception cref="ArgumentException">features has another shape.</exception>
-    protected void CheckFeatures(Tensor features)
-    {
-        ArgumentNullException.ThrowIfNull(features);
-        if (features.dim() != 2 || features.shape[1] != NumFeatures)
-            throw new ArgumentException($"features has shape {Check.Format(features.shape)}; expected (B, {NumFeatures}).", nameof(features));
     }
 
     /// <summary>Reports an intermediate to <see cref="IntermediateObserver"/>.</summary>

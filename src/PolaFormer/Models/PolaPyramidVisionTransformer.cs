@@ -333,34 +333,26 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     public override IReadOnlySet<string> NoWeightDecay { get; } =
         new HashSet<string> { "pos_embed1", "pos_embed2", "pos_embed3", "pos_embed4" };
 
-    /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>): the mean of the last stage's
-    /// tokens (no final norm, as in the official code).</summary>
+    /// <summary>Images (B, C, H, W) → the last stage's tokens (B, N, <see cref="NumFeatures"/>), not normalised: the
+    /// official classifier averages them without its final norm.</summary>
     /// <exception cref="ArgumentException">images is not (B, <see cref="InChannels"/>, H, W) with H and W multiples of
     /// the patch size and at least <see cref="PolaPvtOptions.MinimumImageSide"/>.</exception>
     public override Tensor ForwardFeatures(Tensor images)
     {
         using var scope = NewDisposeScope();
-        return RunStages(images, null).mean([1]).MoveToOuterDisposeScope();
+        return RunStages(images, null, norm: false, StageCount - 1, null)!.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Pooled features (B, <see cref="NumFeatures"/>) → logits (B, <see cref="NumClasses"/>), or the
-    /// features themselves when <see cref="NumClasses"/> is 0.</summary>
-    /// <exception cref="ArgumentException">features is not (B, <see cref="NumFeatures"/>).</exception>
-    public override Tensor ForwardHead(Tensor features)
-    {
-        CheckFeatures(features);
-        return head.forward(features);
-    }
+    /// <inheritdoc />
+    protected override Tensor Classify(Tensor pooled) => head.forward(pooled);
 
-    /// <summary>Images (B, C, H, W) → the output of every stage as a map (B, C_i, H_i, W_i), H_i = ⌊H/(patch·2^i)⌋
-    /// (see <see cref="FeatureInfo"/>).</summary>
-    /// <exception cref="ArgumentException">images is not a valid image batch (see <see cref="ForwardFeatures"/>).</exception>
-    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    /// <inheritdoc />
+    /// <remarks>Entry i is the output of stage i + 1 as a map (B, C_i, H/(patch·2^i), W/(patch·2^i)); with
+    /// <c>norm</c>, the last one goes through the final LayerNorm first.</remarks>
+    protected override IReadOnlyList<Tensor> RunIntermediates(Tensor images, IReadOnlySet<int> wanted, bool norm, int stopUntil, out Tensor? features)
     {
-        using var scope = NewDisposeScope();
-        var maps = new List<Tensor>(StageCount);
-        RunStages(images, maps);
-        foreach (var map in maps) map.MoveToOuterDisposeScope();
+        var maps = new List<Tensor>(wanted.Count);
+        features = RunStages(images, wanted, norm, stopUntil, maps);
         return maps;
     }
 
@@ -394,7 +386,9 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     internal Tensor PositionEmbedding(int stage, long height, long width) =>
         _positionResizers[stage].Resize(PosEmbed(stage), height, width);
 
-    private Tensor RunStages(Tensor images, List<Tensor>? maps)
+    /// <summary>Runs stages 0 … <paramref name="stopUntil"/>, adding the maps of the <paramref name="wanted"/> stages to
+    /// <paramref name="maps"/>; returns the last stage's tokens, or null when it stopped before the last stage.</summary>
+    private Tensor? RunStages(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         CheckImages(images);
         long batch = images.shape[0];
@@ -411,13 +405,21 @@ public sealed class PolaPyramidVisionTransformer : Backbone
                 Observe($"block{i + 1}.{j++}", tokens);
             }
             bool last = i == StageCount - 1;
-            if (last && maps is null) return tokens;
-            var map = tokens.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous();
-            maps?.Add(map);
-            x = last ? tokens : map;
+            Tensor? map = null;
+            if (wanted?.Contains(i) == true)
+            {
+                map = ToMap(last && norm ? this.norm.forward(tokens) : tokens, batch, height, width);
+                maps!.Add(map);
+            }
+            if (last) return tokens;
+            if (i == stopUntil) return null;
+            x = map ?? ToMap(tokens, batch, height, width);   // the next stage embeds the map
         }
-        return x;
+        throw new InvalidOperationException("unreachable: the last stage returns");
     }
+
+    private static Tensor ToMap(Tensor tokens, long batch, long height, long width) =>
+        tokens.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous();
 
     /// <summary>Checks the image batch: channels, sides multiples of the patch size, every stage's grid large
     /// enough.</summary>

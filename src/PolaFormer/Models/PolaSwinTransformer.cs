@@ -226,41 +226,28 @@ public sealed class PolaSwinTransformer : Backbone
     /// <summary>The multiple that input height and width must be: PatchSize·2^(stages−1).</summary>
     public long InputMultiple => Options.PatchSize << (Options.Depths.Count - 1);
 
-    /// <summary>Images (B, C, H, W) → pooled features (B, <see cref="NumFeatures"/>): patch embedding
-    /// (+ absolute position embedding) → stages → final LayerNorm → mean over tokens.</summary>
+    /// <summary>Images (B, C, H, W) → the last stage's tokens after the final LayerNorm, (B, N, <see cref="NumFeatures"/>):
+    /// patch embedding (+ absolute position embedding) → stages → norm.</summary>
     /// <exception cref="ArgumentException">images is not (B, InChannels, H, W) with H, W positive multiples of
     /// <see cref="InputMultiple"/>.</exception>
     public override Tensor ForwardFeatures(Tensor images)
     {
         CheckImages(images);
         using var scope = NewDisposeScope();
-        var x = RunStages(images, maps: null);
-        return x.mean([1]).MoveToOuterDisposeScope();
+        return RunStages(images, null, norm: false, layers.Count - 1, null)!.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Pooled features (B, <see cref="NumFeatures"/>) → logits (B, <see cref="NumClasses"/>), or the
-    /// features themselves when there is no classifier.</summary>
-    public override Tensor ForwardHead(Tensor features)
-    {
-        CheckFeatures(features);
-        return head is null ? features.alias() : head.forward(features);
-    }
+    /// <inheritdoc />
+    protected override Tensor Classify(Tensor pooled) => head is null ? pooled.alias() : head.forward(pooled);
 
-    /// <summary>
-    /// Images (B, C, H, W) → one map per stage, (B, C_i, H/(PatchSize·2^i), W/(PatchSize·2^i)): each stage's
-    /// output before its patch merging. The last stage's map is taken after the final <c>norm</c> (as timm does),
-    /// the others are not normalised.
-    /// </summary>
-    /// <exception cref="ArgumentException">As <see cref="ForwardFeatures"/>.</exception>
-    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    /// <inheritdoc />
+    /// <remarks>Entry i is stage i's output before its patch merging, (B, C_i, H/(PatchSize·2^i),
+    /// W/(PatchSize·2^i)); with <c>norm</c>, the last one after the final LayerNorm (as timm).</remarks>
+    protected override IReadOnlyList<Tensor> RunIntermediates(Tensor images, IReadOnlySet<int> wanted, bool norm, int stopUntil, out Tensor? features)
     {
         CheckImages(images);
-        var maps = new List<Tensor>();
-        using (var scope = NewDisposeScope())
-        {
-            RunStages(images, maps);
-            foreach (var map in maps) map.MoveToOuterDisposeScope();
-        }
+        var maps = new List<Tensor>(wanted.Count);
+        features = RunStages(images, wanted, norm, stopUntil, maps);
         return maps;
     }
 
@@ -312,7 +299,9 @@ public sealed class PolaSwinTransformer : Backbone
 
     // patch_embed → (+ape) → stages → norm; returns the normalised tokens of the last stage. When maps is given,
     // adds each stage's output before its downsample as (B, C, H, W) (the last one after norm).
-    private Tensor RunStages(Tensor images, List<Tensor>? maps)
+    /// <summary>Runs stages 0 … <paramref name="stopUntil"/>, adding the maps of the <paramref name="wanted"/> stages to
+    /// <paramref name="maps"/>; returns the normalised tokens of the last stage, or null when it stopped earlier.</summary>
+    private Tensor? RunStages(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         var (x, height, width) = patch_embed.Embed(images);
         Observe("patch_embed", x);
@@ -328,15 +317,16 @@ public sealed class PolaSwinTransformer : Backbone
                 if (IntermediateObserver is not null) Observe($"layers.{i}.blocks.{j}", x);
             }
             if (stage.Downsample is null) break;
-            if (maps is not null) maps.Add(ToMap(x, height, width));
+            if (wanted?.Contains(i) == true) maps!.Add(ToMap(x, height, width));
+            if (i == stopUntil) return null;
             x = stage.Downsample.forward(x, height, width);
             (height, width) = (height / 2, width / 2);
             if (IntermediateObserver is not null) Observe($"layers.{i}.downsample", x);
         }
-        x = norm.forward(x);
-        Observe("norm", x);
-        if (maps is not null) maps.Add(ToMap(x, height, width));
-        return x;
+        var normalised = this.norm.forward(x);
+        Observe("norm", normalised);
+        if (wanted?.Contains(layers.Count - 1) == true) maps!.Add(ToMap(norm ? normalised : x, height, width));
+        return normalised;
     }
 
     private static Tensor ToMap(Tensor tokens, long height, long width) =>

@@ -97,8 +97,6 @@ public sealed class PolaVisionTransformer : Backbone
     private readonly PositionalEncodingResizer _positionResizer;
     private readonly long _prefix;
     private readonly (long Height, long Width) _grid;
-    private readonly Device? _device;
-    private readonly ScalarType? _dtype;
 
     /// <summary>Builds the model.</summary>
     /// <param name="options">Hyper-parameters (default: pola_vit_small).</param>
@@ -119,8 +117,6 @@ public sealed class PolaVisionTransformer : Backbone
             throw new ArgumentException($"options.ImageSize {h} × {w} must be positive multiples of options.PatchSize = {options.PatchSize}.", nameof(options));
         var kind = AttentionKinds.Parse(options.AttentionTypes, 1)[0];
 
-        _device = device;
-        _dtype = dtype;
         _prefix = options.ClassToken ? 1 : 0;
         _grid = (h / options.PatchSize, w / options.PatchSize);
         long dim = options.EmbedDim, tokens = _grid.Height * _grid.Width;
@@ -133,7 +129,7 @@ public sealed class PolaVisionTransformer : Backbone
         blocks = new ModuleList<VitBlock>(Enumerable.Range(0, rates.Length)
             .Select(i => new VitBlock(options, kind, _grid, _prefix, rates[i], device, dtype)).ToArray());
         norm = nn.LayerNorm(dim, eps: options.NormEps, device: device, dtype: dtype);
-        head = MakeHead(options.NumClasses);
+        head = MakeHead(options.NumClasses, (device ?? CPU, dtype ?? get_default_dtype()));
         _positionResizer = new PositionalEncodingResizer(_grid.Height, _grid.Width);
 
         RegisterComponents();
@@ -159,8 +155,9 @@ public sealed class PolaVisionTransformer : Backbone
     private long? _numClasses;
 
     /// <inheritdoc />
+    /// <remarks>One entry per block, "blocks.i", each (B, EmbedDim, H/PatchSize, W/PatchSize), as timm's ViT.</remarks>
     public override IReadOnlyList<FeatureInfo> FeatureInfo =>
-        [new FeatureInfo("blocks", Options.EmbedDim, Options.PatchSize)];
+        [.. Enumerable.Range(0, blocks.Count).Select(i => new FeatureInfo($"blocks.{i}", Options.EmbedDim, Options.PatchSize))];
 
     /// <inheritdoc />
     /// <remarks>The positional embedding and the class token, as timm's ViT.</remarks>
@@ -168,29 +165,28 @@ public sealed class PolaVisionTransformer : Backbone
         Options.ClassToken ? new HashSet<string> { "pos_embed", "cls_token" } : new HashSet<string> { "pos_embed" };
 
     /// <inheritdoc />
+    /// <remarks>All tokens after the final norm, the class token first when the model has one: (B, prefix + N, C).</remarks>
     public override Tensor ForwardFeatures(Tensor images)
     {
         using var scope = NewDisposeScope();
-        var (tokens, _, _) = Encode(images);
-        var pooled = cls_token is not null ? tokens[.., 0] : tokens.mean([1]);
-        return pooled.MoveToOuterDisposeScope();
+        return Encode(images, null, norm: false, blocks.Count - 1, null).Tokens!.MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc />
-    public override Tensor ForwardHead(Tensor features)
-    {
-        CheckFeatures(features);
-        return head.forward(features);
-    }
+    /// <remarks>The class token, or the mean of the tokens when there is none.</remarks>
+    protected override Tensor Pool(Tensor features) => cls_token is not null ? features[.., 0] : features.mean([1]);
 
     /// <inheritdoc />
-    /// <remarks>One map: the normalised patch tokens after the last block, (B, EmbedDim, H/16, W/16).</remarks>
-    public override IReadOnlyList<Tensor> ForwardIntermediates(Tensor images)
+    protected override Tensor Classify(Tensor pooled) => head.forward(pooled);
+
+    /// <inheritdoc />
+    /// <remarks>Entry i is the patch tokens after block i as a map (B, EmbedDim, H/16, W/16), prefix tokens dropped;
+    /// with <c>norm</c>, each after the final norm (as timm).</remarks>
+    protected override IReadOnlyList<Tensor> RunIntermediates(Tensor images, IReadOnlySet<int> wanted, bool norm, int stopUntil, out Tensor? features)
     {
-        using var scope = NewDisposeScope();
-        var (tokens, h, w) = Encode(images);
-        var grid = tokens[.., (int)_prefix..].transpose(1, 2).reshape(tokens.shape[0], -1, h, w);
-        return [grid.MoveToOuterDisposeScope()];
+        var maps = new List<Tensor>(wanted.Count);
+        features = Encode(images, wanted, norm, stopUntil, maps).Tokens;
+        return maps;
     }
 
     /// <inheritdoc />
@@ -198,14 +194,17 @@ public sealed class PolaVisionTransformer : Backbone
     {
         if (numClasses < 0) throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or more.");
         var old = head;
-        head = MakeHead(numClasses);
+        head = MakeHead(numClasses, ParameterPlacement());
+        head.train(training);
         ReplaceSubmodule(nameof(head), head);
         old.Dispose();
         _numClasses = numClasses;
     }
 
-    /// <summary>Patch embedding, positional embedding, blocks and final norm: (B, prefix + N, C) and the grid.</summary>
-    private (Tensor Tokens, long Height, long Width) Encode(Tensor images)
+    /// <summary>Patch embedding, positional embedding, blocks 0 … <paramref name="stopUntil"/> (adding the maps of the
+    /// <paramref name="wanted"/> blocks) and the final norm: the tokens (B, prefix + N, C), or null when it stopped
+    /// before the last block.</summary>
+    private (Tensor? Tokens, long Height, long Width) Encode(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         Check.Images(images, InChannels, nameof(images));
         Check.MatchesParameters(images, this, nameof(images));
@@ -219,8 +218,14 @@ public sealed class PolaVisionTransformer : Backbone
         {
             x = blocks[i].forward(x, h, w);
             Observe($"blocks.{i}", x);
+            if (wanted?.Contains(i) == true)
+            {
+                var tokens = (norm ? this.norm.forward(x) : x)[.., (int)_prefix..];
+                maps!.Add(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w));
+            }
+            if (i == stopUntil && i < blocks.Count - 1) return (null, h, w);
         }
-        return (norm.forward(x), h, w);
+        return (this.norm.forward(x), h, w);
     }
 
     private Tensor PositionalEmbedding(long h, long w)
@@ -231,10 +236,10 @@ public sealed class PolaVisionTransformer : Backbone
         return cat([pos_embed[.., ..(int)_prefix], grid], 1);
     }
 
-    private nn.Module<Tensor, Tensor> MakeHead(long numClasses)
+    private nn.Module<Tensor, Tensor> MakeHead(long numClasses, (Device Device, ScalarType Dtype) placement)
     {
         if (numClasses == 0) return nn.Identity();
-        var linear = nn.Linear(Options.EmbedDim, numClasses, device: _device, dtype: _dtype);
+        var linear = nn.Linear(Options.EmbedDim, numClasses, device: placement.Device, dtype: placement.Dtype);
         Initialization.TruncatedNormal_(linear.weight!, std: 0.02);
         using (no_grad()) linear.bias!.zero_();
         return linear;

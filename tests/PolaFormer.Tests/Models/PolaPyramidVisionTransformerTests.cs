@@ -136,9 +136,10 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         {
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();
-            var features = model.ForwardFeatures(x);
+            var tokens = model.ForwardFeatures(x);
             model.IntermediateObserver = null;
-            var y = model.ForwardHead(features);
+            var y = model.ForwardHead(tokens);
+            var features = model.ForwardHead(tokens, preLogits: true);   // the golden output.features are pooled
             var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToList();
             captured.Keys.Should().BeEquivalentTo(expectedInter, "the observer reports exactly the golden intermediates");
 
@@ -318,9 +319,11 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
             var info = model.FeatureInfo[i];
             maps[i].shape.Should().Equal(2, info.Channels, height / info.Reduction, width / info.Reduction);
         }
-        // The pooled features are the spatial mean of the last map.
+        // The unpooled features are the last map's positions; pooled, its spatial mean.
         var features = model.ForwardFeatures(x);
-        maps[3].mean([2, 3]).ShouldBeClose(features, 1e-6, "mean of the last stage map vs ForwardFeatures");
+        features.shape.Should().Equal(2, height / 32 * (width / 32), 64);
+        maps[3].flatten(2).transpose(1, 2).ShouldBeClose(features, 0, "the last stage map is ForwardFeatures' tokens");
+        maps[3].mean([2, 3]).ShouldBeClose(model.ForwardHead(features, preLogits: true), 1e-6, "mean of the last stage map vs the pre-logits");
     }
 
     // ---------------------------------------------------------------- resized positional embeddings
@@ -401,7 +404,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         model.ResetClassifier(0);
         model.NumClasses.Should().Be(0);
         model.state_dict().Keys.Should().NotContain(k => k.StartsWith("head.", StringComparison.Ordinal));
-        Identical(model.forward(x), model.ForwardFeatures(x)).Should().BeTrue("without a classifier the features are returned");
+        Identical(model.forward(x), model.ForwardHead(model.ForwardFeatures(x), preLogits: true)).Should().BeTrue("without a classifier the pooled features are returned");
         model.Options.NumClasses.Should().Be(10);
     }
 

@@ -82,7 +82,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
         model.IntermediateObserver = (name, t) => errors["inter." + name] = Tolerance.ScaledError(t, expected["inter." + name]);
         var y = model.forward(x);
         model.IntermediateObserver = null;
-        var features = model.ForwardFeatures(x);
+        var features = model.ForwardHead(model.ForwardFeatures(x), preLogits: true);   // the golden output.features are pooled
 
         errors.Keys.Should().BeEquivalentTo(expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)),
             "every intermediate of the golden file is observed, under the same name");
@@ -195,7 +195,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
             y.shape.Should().Equal(2, 10);
             y.isfinite().all().item<bool>().Should().BeTrue($"logits at {h} × {w} are finite");
 
-            var maps = model.ForwardIntermediates(images);
+            var maps = model.ForwardIntermediates(images, norm: true);
             maps.Should().HaveCount(4);
             for (int i = 0; i < 4; i++)
             {
@@ -203,8 +203,8 @@ public sealed class PolaSwinTransformerTests : TorchTest
                 maps[i].shape.Should().Equal(2, info.Channels, h / info.Reduction, w / info.Reduction);
                 maps[i].isfinite().all().item<bool>().Should().BeTrue();
             }
-            // The last map is the final norm's output: its mean over positions is the pooled feature vector.
-            maps[3].mean([2, 3]).ShouldBeClose(model.ForwardFeatures(images), 1e-6, $"pooled last map at {h} × {w}");
+            // With norm, the last map is the final norm's output: its mean over positions is the pooled feature vector.
+            maps[3].mean([2, 3]).ShouldBeClose(model.ForwardHead(model.ForwardFeatures(images), preLogits: true), 1e-6, $"pooled last map at {h} × {w}");
         }
     }
 
