@@ -109,15 +109,17 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     Func<long, Device, Backbone>? modelFactory = null;
     if (parse.GetValue(pretrained) is { } weights)
     {
+        // Fetched before the trainer starts, so a wrong name, a failed download or a bad hash ends the run at once.
+        var file = Task.Run(() => PretrainedWeights.FetchAsync(weights, new PretrainedOptions
+        {
+            Progress = group.IsMain ? new Progress<DownloadProgress>(p => Console.Error.Write($"\rdownloading {p.Url}: {p.BytesReceived:N0}{(p.TotalBytes is { } t ? $" / {t:N0}" : "")} bytes")) : null,
+        })).GetAwaiter().GetResult();
         bool announced = false;
         modelFactory = (classes, target) =>
         {
             var network = ModelRegistry.Create(options.Model, numClasses: classes, dropPathRate: options.DropPathRate,
                 attentionTypes: options.AttentionTypes, imageSize: (splits.Recipe.ImageSize, splits.Recipe.ImageSize), device: target);
-            var loaded = PretrainedWeights.Load(network, weights, new PretrainedOptions
-            {
-                Progress = group.IsMain ? new Progress<DownloadProgress>(p => Console.Error.Write($"\rdownloading {p.Url}: {p.BytesReceived:N0}{(p.TotalBytes is { } t ? $" / {t:N0}" : "")} bytes")) : null,
-            });
+            var loaded = PretrainedWeights.Load(network, file.Path);
             if (group.IsMain && !announced) Console.WriteLine($"pretrained: {loaded.Summary}");
             announced = true;
             return network;
@@ -198,7 +200,7 @@ static int Run(string? cpuRuntime, Action action)
         Console.Error.WriteLine("stopped; the last checkpoint is in the output folder, run the same command again to continue.");
         return 130;
     }
-    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
+    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or HttpRequestException
                                   or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
