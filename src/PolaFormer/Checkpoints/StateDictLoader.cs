@@ -73,7 +73,8 @@ public sealed record StateDictReport(
     }
 }
 
-/// <summary>Thrown by a strict load when names or shapes differ; lists every problem at once.</summary>
+/// <summary>Thrown by a strict load when names or shapes differ: the message groups the problems (see
+/// <see cref="StateDictReport.ToString"/>), <see cref="Report"/> lists every one.</summary>
 public sealed class StateDictMismatchException : ArgumentException
 {
     /// <summary>Creates the exception from a report.</summary>

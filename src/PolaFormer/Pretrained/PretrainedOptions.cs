@@ -51,5 +51,5 @@ public sealed record PretrainedLoadResult(string Path, bool FromCache, Pretraine
     /// <summary>One line for logs: the file, and what was skipped when the classifier was left out.</summary>
     public string Summary => Report.Skipped.Count == 0
         ? $"loaded every tensor from '{Path}'{(FromCache ? " (cached)" : "")}"
-        : $"loaded '{Path}'{(FromCache ? " (cached)" : "")} except the classifier: skipped {Report.Skipped.Count} keys ({string.Join(", ", Report.Skipped)}); they keep their fresh initialisation for fine-tuning";
+        : $"loaded '{Path}'{(FromCache ? " (cached)" : "")} except the classifier, which does not fit the model: skipped {Report.Skipped.Count} keys ({string.Join(", ", Report.Skipped)})";
 }

@@ -277,6 +277,35 @@ public sealed class PretrainedWeightsTests : TorchTest, IDisposable
     }
 
     [Fact]
+    public void A_prefix_the_model_has_and_the_source_lacks_is_hinted_too()
+    {
+        // A backbone loaded into a wrapper that keeps it under "model.": the model's names carry the prefix.
+        var report = new StateDictReport(["model.a.weight", "model.b.weight", "fc.weight"], ["a.weight", "b.weight"], []);
+
+        report.PrefixHint().Should().Contain("2 of the 3 missing keys").And.Contain("'model.'");
+        report.ToString().Should().Contain("hint: 2 of the 3 missing keys");
+
+        // One coincidental match among many names is no explanation.
+        new StateDictReport(["x.a", "y", "z", "w"], ["a"], []).PrefixHint().Should().BeNull();
+    }
+
+    [Fact]
+    public void A_model_without_classifier_loads_the_backbone_and_skips_the_head()
+    {
+        using var scope = NewDisposeScope();
+        var (source, bytes) = SavedCheckpoint();
+        var path = Path.Combine(_folder, "features.safetensors");
+        File.WriteAllBytes(path, bytes);
+        using var features = TinyPvt(numClasses: 0);
+
+        var result = PretrainedWeights.Load(features, path, new PretrainedOptions { CacheFolder = CacheFolder });
+
+        result.Report.Skipped.Should().BeEquivalentTo("head.weight", "head.bias");
+        features.state_dict().Keys.Should().NotContain(k => k.StartsWith("head.", StringComparison.Ordinal));
+        ShouldHoldTheWeightsOf(features, source);
+    }
+
+    [Fact]
     public void Shape_mismatches_are_listed_with_both_shapes_and_no_hint_when_no_prefix_explains_them()
     {
         using var scope = NewDisposeScope();
