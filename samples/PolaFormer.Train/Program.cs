@@ -3,6 +3,7 @@ using System.Globalization;
 using PolaFormer;
 using PolaFormer.Checkpoints;
 using PolaFormer.Models;
+using PolaFormer.Pretrained;
 using PolaFormer.Training;
 using PolaFormer.Training.Data;
 using PolaFormer.Training.Distributed;
@@ -34,6 +35,7 @@ var seed = new Option<long>("--seed") { Description = "Seed of weights, data ord
 var workers = new Option<int>("--workers") { Description = "Threads decoding and augmenting images", DefaultValueFactory = _ => 2 };
 var threads = new Option<int?>("--threads") { Description = "LibTorch intra-op threads (default: LibTorch's choice)" };
 var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (default: the newest good one in --output)" };
+var pretrained = new Option<string?>("--pretrained") { Description = "Fine-tune from these weights: a model name with released weights, an http(s) URL (downloaded once into the cache, $POLAFORMER_CACHE) or a file; a classifier of another class count is left out" };
 var noAutoResume = new Option<bool>("--no-auto-resume") { Description = "Start afresh even if --output holds checkpoints" };
 var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Also checkpoint every N steps inside an epoch (0 = epoch ends only)", DefaultValueFactory = _ => 0 };
 var mixupAlpha = new Option<double?>("--mixup") { Description = "Mixup alpha (default: 0.8; 0 on the bundled digits)" };
@@ -52,7 +54,7 @@ var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
 {
     model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
-    modelEmaDecay, output, device, dtype, seed, workers, threads, resume, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
+    modelEmaDecay, output, device, dtype, seed, workers, threads, resume, pretrained, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
     distBackend, distTimeout,
 };
 train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
@@ -102,7 +104,28 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
 
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); Console.Error.WriteLine("stopping after this step (press again to abort)..."); };
-    var trainer = new Trainer(options, splits, outputFolder, processGroup: group);
+    // The registry's model with the pretrained weights loaded over its initialisation; a resumed run's checkpoint
+    // later replaces them, so resuming a fine-tuning run continues it rather than restarting from the weights.
+    Func<long, Device, Backbone>? modelFactory = null;
+    if (parse.GetValue(pretrained) is { } weights)
+    {
+        // Fetched before the trainer starts, so a wrong name, a failed download or a bad hash ends the run at once.
+        var file = Task.Run(() => PretrainedWeights.FetchAsync(weights, new PretrainedOptions
+        {
+            Progress = group.IsMain ? new Progress<DownloadProgress>(p => Console.Error.Write($"\rdownloading {p.Url}: {p.BytesReceived:N0}{(p.TotalBytes is { } t ? $" / {t:N0}" : "")} bytes")) : null,
+        })).GetAwaiter().GetResult();
+        bool announced = false;
+        modelFactory = (classes, target) =>
+        {
+            var network = ModelRegistry.Create(options.Model, numClasses: classes, dropPathRate: options.DropPathRate,
+                attentionTypes: options.AttentionTypes, imageSize: (splits.Recipe.ImageSize, splits.Recipe.ImageSize), device: target);
+            var loaded = PretrainedWeights.Load(network, file.Path);
+            if (group.IsMain && !announced) Console.WriteLine($"pretrained: {loaded.Summary}");
+            announced = true;
+            return network;
+        };
+    }
+    var trainer = new Trainer(options, splits, outputFolder, modelFactory: modelFactory, processGroup: group);
     TrainingResult result;
     try
     {
@@ -177,7 +200,7 @@ static int Run(string? cpuRuntime, Action action)
         Console.Error.WriteLine("stopped; the last checkpoint is in the output folder, run the same command again to continue.");
         return 130;
     }
-    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
+    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or HttpRequestException
                                   or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
     {
         Console.Error.WriteLine($"error: {e.Message}");

@@ -43,19 +43,22 @@ public static class Checkpoint
     /// <param name="strict">True: every name and shape must match, else <see cref="StateDictMismatchException"/>
     /// lists every missing, unexpected and mis-shaped key and nothing is copied. False: copies the keys present in
     /// both with equal shapes and reports the others.</param>
-    /// <returns>What differed (nothing when a strict load returns).</returns>
+    /// <param name="excludePrefixes">Keys starting with one of these are neither copied nor checked, and are listed in
+    /// <see cref="StateDictReport.Skipped"/> (e.g. <c>head.</c> to fine-tune on another number of classes).</param>
+    /// <returns>What differed (nothing when a strict load returns) and what was skipped.</returns>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="NotSupportedException">A legacy (pre-1.6) PyTorch file.</exception>
     /// <exception cref="InvalidDataException">The file is truncated, corrupted, in neither format, or holds no
     /// state dict.</exception>
     /// <exception cref="StateDictMismatchException">Strict, and names or shapes differ.</exception>
-    public static StateDictReport Load(nn.Module model, string path, bool strict = true)
+    public static StateDictReport Load(nn.Module model, string path, bool strict = true,
+        IReadOnlyCollection<string>? excludePrefixes = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var stateDict = ReadStateDict(path);
         try
         {
-            return StateDictLoader.Load(model, stateDict, strict, path);
+            return StateDictLoader.Load(model, stateDict, strict, path, excludePrefixes);
         }
         finally
         {

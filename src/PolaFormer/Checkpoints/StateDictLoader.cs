@@ -12,21 +12,69 @@ public sealed record StateDictReport(
     /// <summary>True when names and shapes match exactly.</summary>
     public bool IsExact => Missing.Count == 0 && Unexpected.Count == 0 && Mismatched.Count == 0;
 
-    /// <summary>Every problem, one per line.</summary>
+    /// <summary>Keys left out on purpose (e.g. the classifier of a checkpoint loaded for fine-tuning): neither
+    /// copied nor counted as missing, unexpected or mis-shaped.</summary>
+    public IReadOnlyList<string> Skipped { get; init; } = [];
+
+    /// <summary>How many names of each kind <see cref="ToString"/> shows before "and N more".</summary>
+    public const int NamesShown = 5;
+
+    /// <summary>
+    /// The problems grouped by kind: one line of counts, then per kind the first <see cref="NamesShown"/> names, and a
+    /// hint when one leading prefix (such as <c>module.</c> from DataParallel or <c>model.</c> from a wrapper)
+    /// explains the missing and unexpected names. Full lists stay in <see cref="Missing"/>, <see cref="Unexpected"/>
+    /// and <see cref="Mismatched"/>: a real checkpoint differs in hundreds of keys, too many to read on one line.
+    /// </summary>
     public override string ToString()
     {
-        if (IsExact) return "state dict matches: every key present with the right shape";
-        var lines = new List<string>();
-        if (Missing.Count > 0) lines.Add($"missing ({Missing.Count}): {string.Join(", ", Missing)}");
-        if (Unexpected.Count > 0) lines.Add($"unexpected ({Unexpected.Count}): {string.Join(", ", Unexpected)}");
+        if (IsExact) return "state dict matches: every key present with the right shape"
+                            + (Skipped.Count > 0 ? $" ({Skipped.Count} skipped: {Shown(Skipped)})" : "");
+        var lines = new List<string>
+        {
+            $"{Missing.Count} missing, {Unexpected.Count} unexpected, {Mismatched.Count} wrong shape"
+            + (Skipped.Count > 0 ? $", {Skipped.Count} skipped" : ""),
+        };
+        if (Missing.Count > 0) lines.Add($"missing (in the model, not in the source): {Shown(Missing)}");
+        if (Unexpected.Count > 0) lines.Add($"unexpected (in the source, not in the model): {Shown(Unexpected)}");
         if (Mismatched.Count > 0)
-            lines.Add($"wrong shape ({Mismatched.Count}): " + string.Join(", ",
-                Mismatched.Select(m => $"{m.Key} expected {Check.Format(m.Expected)} got {Check.Format(m.Actual)}")));
+            lines.Add("wrong shape: " + Shown(Mismatched.Select(m => $"{m.Key} expected {Check.Format(m.Expected)} got {Check.Format(m.Actual)}").ToList()));
+        if (PrefixHint() is { } hint) lines.Add("hint: " + hint);
         return string.Join(Environment.NewLine, lines);
+    }
+
+    private static string Shown(IReadOnlyList<string> names) =>
+        string.Join(", ", names.Take(NamesShown)) + (names.Count > NamesShown ? $", … and {names.Count - NamesShown} more" : "");
+
+    /// <summary>A sentence naming a leading prefix that, added or removed, turns unexpected names into missing ones;
+    /// null when no prefix explains at least half of them.</summary>
+    public string? PrefixHint()
+    {
+        if (BestPrefix(Unexpected, Missing) is var (extra, n) && n > 0)
+            return $"{n} of the {Unexpected.Count} unexpected keys match a missing key once their leading '{extra}' is removed: strip that prefix from the source's names (e.g. a DataParallel or wrapper checkpoint).";
+        if (BestPrefix(Missing, Unexpected) is var (lacking, m) && m > 0)
+            return $"{m} of the {Missing.Count} missing keys match an unexpected key once the model's leading '{lacking}' is removed: load into that submodule, or add the prefix to the source's names.";
+        return null;
+    }
+
+    // The first dotted segment shared by the most `from` names whose remainder is in `to`; counts only when it
+    // explains at least half of `from`, so a couple of coincidences do not produce a misleading hint.
+    private static (string Prefix, int Count)? BestPrefix(IReadOnlyList<string> from, IReadOnlyList<string> to)
+    {
+        if (from.Count == 0 || to.Count == 0) return null;
+        var targets = to.ToHashSet(StringComparer.Ordinal);
+        var best = from
+            .Select(k => (Key: k, Dot: k.IndexOf('.', StringComparison.Ordinal)))
+            .Where(x => x.Dot > 0 && targets.Contains(x.Key[(x.Dot + 1)..]))
+            .GroupBy(x => x.Key[..(x.Dot + 1)], StringComparer.Ordinal)
+            .Select(g => (Prefix: g.Key, Count: g.Count()))
+            .OrderByDescending(g => g.Count)
+            .FirstOrDefault();
+        return best.Prefix is not null && best.Count * 2 >= from.Count ? best : null;
     }
 }
 
-/// <summary>Thrown by a strict load when names or shapes differ; lists every problem at once.</summary>
+/// <summary>Thrown by a strict load when names or shapes differ: the message groups the problems (see
+/// <see cref="StateDictReport.ToString"/>), <see cref="Report"/> lists every one.</summary>
 public sealed class StateDictMismatchException : ArgumentException
 {
     /// <summary>Creates the exception from a report.</summary>
@@ -47,32 +95,40 @@ public sealed class StateDictMismatchException : ArgumentException
 public static class StateDictLoader
 {
     /// <summary>Compares <paramref name="source"/> with the module's state dict without changing anything.</summary>
-    public static StateDictReport Compare(nn.Module module, IReadOnlyDictionary<string, Tensor> source)
+    /// <param name="module">The model.</param>
+    /// <param name="source">Named tensors to compare with it.</param>
+    /// <param name="excludePrefixes">Keys (of either side) starting with one of these are left out of the comparison
+    /// and listed in <see cref="StateDictReport.Skipped"/> (e.g. <c>head.</c> when fine-tuning on other classes).</param>
+    public static StateDictReport Compare(nn.Module module, IReadOnlyDictionary<string, Tensor> source,
+        IReadOnlyCollection<string>? excludePrefixes = null)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(source);
         var target = module.state_dict();
-        var missing = target.Keys.Where(k => !source.ContainsKey(k)).ToList();
-        var unexpected = source.Keys.Where(k => !target.ContainsKey(k)).ToList();
+        bool Excluded(string key) => excludePrefixes is not null && excludePrefixes.Any(p => key.StartsWith(p, StringComparison.Ordinal));
+        var missing = target.Keys.Where(k => !Excluded(k) && !source.ContainsKey(k)).ToList();
+        var unexpected = source.Keys.Where(k => !Excluded(k) && !target.ContainsKey(k)).ToList();
         var mismatched = target
-            .Where(kv => source.TryGetValue(kv.Key, out var s) && !s.shape.SequenceEqual(kv.Value.shape))
+            .Where(kv => !Excluded(kv.Key) && source.TryGetValue(kv.Key, out var s) && !s.shape.SequenceEqual(kv.Value.shape))
             .Select(kv => (kv.Key, kv.Value.shape, source[kv.Key].shape))
             .ToList();
-        return new StateDictReport(missing, unexpected, mismatched);
+        var skipped = source.Keys.Concat(target.Keys).Where(Excluded).Distinct(StringComparer.Ordinal).ToList();
+        return new StateDictReport(missing, unexpected, mismatched) { Skipped = skipped };
     }
 
     /// <summary>
     /// Copies <paramref name="source"/> into the module's parameters and persistent buffers (converting dtype and
     /// device to the module's). Strict: throws <see cref="StateDictMismatchException"/> listing every missing,
     /// unexpected and mis-shaped key, and copies nothing. Non-strict: copies the keys present in both with equal
-    /// shapes and returns what differed.
+    /// shapes and returns what differed. Keys starting with one of <paramref name="excludePrefixes"/> are never
+    /// copied nor checked (the model keeps its own values) and are listed in <see cref="StateDictReport.Skipped"/>.
     /// </summary>
     public static StateDictReport Load(nn.Module module, IReadOnlyDictionary<string, Tensor> source, bool strict = true,
-        string? sourceName = null)
+        string? sourceName = null, IReadOnlyCollection<string>? excludePrefixes = null)
     {
-        var report = Compare(module, source);
+        var report = Compare(module, source, excludePrefixes);
         if (strict && !report.IsExact) throw new StateDictMismatchException(report, sourceName);
-        var mismatchedKeys = report.Mismatched.Select(m => m.Key).ToHashSet();
+        var mismatchedKeys = report.Mismatched.Select(m => m.Key).Concat(report.Skipped).ToHashSet();
         using (no_grad())
         {
             foreach (var (key, destination) in module.state_dict())
