@@ -78,7 +78,7 @@ internal static class ProfileModelCommand
             long tokens = x.shape[^2], channels = x.shape[^1];
             long prefix = attn is PolaLinearAttention pla ? pla.PrefixTokens : 0;
             long side = (long)Math.Round(Math.Sqrt(tokens - prefix));
-            string stage = Stage(blockName) + " " + (attn.Kind == AttentionKind.Polarity ? "L" : "S");
+            string stage = Stage(blockName) + " " + attn.Letter;
 
             double blockMs = Time(t => block.forward(t, side, side), x);
             blocksTotal += blockMs;

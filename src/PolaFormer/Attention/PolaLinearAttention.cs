@@ -98,7 +98,7 @@ public sealed class PolaLinearAttention : TokenAttention
     }
 
     /// <inheritdoc />
-    public override AttentionKind Kind => AttentionKind.Polarity;
+    public override char Letter => 'L';
 
     /// <inheritdoc />
     protected override string BuiltFor =>

@@ -71,7 +71,7 @@ public sealed class PolaWindowAttention : TokenAttention
     }
 
     /// <inheritdoc />
-    public override AttentionKind Kind => AttentionKind.Polarity;
+    public override char Letter => 'L';
 
     /// <inheritdoc />
     protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";

@@ -67,7 +67,7 @@ public sealed class SpatialReductionAttention : TokenAttention
     }
 
     /// <inheritdoc />
-    public override AttentionKind Kind => AttentionKind.Softmax;
+    public override char Letter => 'S';
 
     /// <summary>Spatial reduction ratio of keys and values.</summary>
     public long SrRatio { get; }

@@ -29,8 +29,15 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     /// <summary>Channels per head.</summary>
     public long HeadDim => Dim / NumHeads;
 
-    /// <summary>Which kind of attention this is.</summary>
-    public abstract AttentionKind Kind { get; }
+    /// <summary>The letter of this layer's kind in <see cref="AttentionRegistry"/> ('L' polarity, 'S' softmax).</summary>
+    public abstract char Letter { get; }
+
+    /// <summary>The built-in kind this layer is, or null for a kind registered from outside the library.</summary>
+    public AttentionKind? Kind => Letter switch { 'L' => AttentionKind.Polarity, 'S' => AttentionKind.Softmax, _ => null };
+
+    /// <summary>Whether shifted-window blocks should pass their −100 cross-window mask (softmax window attention
+    /// does; polarity attention ignores it, as the official code does).</summary>
+    public virtual bool UsesShiftMask => false;
 
     /// <summary>Tokens before the grid (e.g. a class token) that <see cref="forward(Tensor)"/> must skip when it
     /// infers the square grid.</summary>

@@ -70,7 +70,10 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
     }
 
     /// <inheritdoc />
-    public override AttentionKind Kind => AttentionKind.Softmax;
+    public override char Letter => 'S';
+
+    /// <inheritdoc />
+    public override bool UsesShiftMask => true;
 
     /// <inheritdoc />
     protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";

@@ -103,7 +103,7 @@ public sealed record PolaPvtOptions
     }.ToFrozenDictionary();
 
     /// <summary>The spatial reduction stage <paramref name="stage"/> (0-based) uses: a digit of
-    /// <see cref="LinearSrRatios"/> for 'L' stages, <see cref="SrRatios"/> for 'S' stages.</summary>
+    /// <see cref="LinearSrRatios"/> for 'L' stages, <see cref="SrRatios"/> for the others.</summary>
     internal long StageSrRatio(int stage) => IsPolarityStage(stage)
         ? LinearSrRatios[stage] - '0'
         : SrRatios[stage];
@@ -136,11 +136,14 @@ public sealed record PolaPvtOptions
         CheckList(MlpRatios, nameof(MlpRatios));
         CheckList(Depths, nameof(Depths));
         CheckList(SrRatios, nameof(SrRatios));
-        if (AttentionTypes is null || AttentionTypes.Length != StageCount)
-            throw Bad($"{P(nameof(AttentionTypes))} is {Quote(AttentionTypes)} ({AttentionTypes?.Length ?? 0} letters); expected one letter per stage ({StageCount}), 'L' (polarity) or 'S' (softmax), e.g. \"LLLL\".");
-        for (int i = 0; i < StageCount; i++)
-            if (char.ToUpperInvariant(AttentionTypes[i]) is not ('L' or 'S'))
-                throw Bad($"{P(nameof(AttentionTypes))} is {Quote(AttentionTypes)}: '{AttentionTypes[i]}' at position {i} is neither 'L' (polarity) nor 'S' (softmax).");
+        try
+        {
+            _ = AttentionRegistry.ParseStages(AttentionTypes, StageCount, P(nameof(AttentionTypes)));
+        }
+        catch (ArgumentException e)
+        {
+            throw Bad(e.Message.Split(" (Parameter '")[0]);
+        }
         if (LinearSrRatios is null || LinearSrRatios.Length != StageCount)
             throw Bad($"{P(nameof(LinearSrRatios))} is {Quote(LinearSrRatios)} ({LinearSrRatios?.Length ?? 0} characters); expected one digit 1-9 per stage ({StageCount}), e.g. \"1111\" (the released checkpoints) or \"8421\".");
         for (int i = 0; i < StageCount; i++)
@@ -489,12 +492,12 @@ internal sealed class PolaPvtBlock : nn.Module<Tensor, long, long, Tensor>
         long dim = options.EmbedDims[stage], heads = options.NumHeads[stage];
         long srRatio = options.StageSrRatio(stage);
         norm1 = nn.LayerNorm(dim, eps: options.BlockNormEps, device: device, dtype: dtype);
-        attn = options.IsPolarityStage(stage)
-            ? new PolaLinearAttention(dim, inputResolution, heads, qkvBias: options.QkvBias, srRatio: srRatio,
-                alpha: options.Alpha, kernelSize: options.KernelSize, projDrop: options.DropRate,
-                implementation: options.Implementation, device: device, dtype: dtype)
-            : new SpatialReductionAttention(dim, heads, qkvBias: options.QkvBias, qkScale: options.QkScale,
-                srRatio: srRatio, attnDrop: options.AttnDropRate, projDrop: options.DropRate, device: device, dtype: dtype);
+        attn = AttentionRegistry.Create(char.ToUpperInvariant(options.AttentionTypes[stage]), new AttentionSpec
+        {
+            Dim = dim, NumHeads = heads, Grid = inputResolution, ReductionRatio = srRatio, QkvBias = options.QkvBias,
+            QkScale = options.QkScale, AttnDrop = options.AttnDropRate, ProjDrop = options.DropRate, Alpha = options.Alpha,
+            KernelSize = options.KernelSize, Implementation = options.Implementation, Device = device, Dtype = dtype,
+        });
         if (dropPath > 0) drop_path = new DropPath(dropPath);
         norm2 = nn.LayerNorm(dim, eps: options.BlockNormEps, device: device, dtype: dtype);
         mlp = new Mlp(dim, (long)(dim * options.MlpRatios[stage]), drop: options.DropRate, device: device, dtype: dtype);

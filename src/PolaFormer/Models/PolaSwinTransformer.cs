@@ -279,7 +279,7 @@ public sealed class PolaSwinTransformer : Backbone
     /// <summary>The official model's block layout, one entry per block as the golden listings write it:
     /// "layers.i.blocks.j:L|S:res{H}x{W}:w{window}:s{shift}" at the built size.</summary>
     internal IEnumerable<string> DescribeBlocks() => layers.SelectMany((stage, i) =>
-        stage.Blocks.Select((block, j) => $"layers.{i}.blocks.{j}:{block.Kind.ToLetter()}:" +
+        stage.Blocks.Select((block, j) => $"layers.{i}.blocks.{j}:{block.Kind}:" +
             $"res{block.InputResolution.Height}x{block.InputResolution.Width}:w{block.BuiltWindow}:s{block.BuiltShift}"));
 
     /// <summary>Block j of stage i (for tests).</summary>
@@ -332,7 +332,7 @@ public sealed class PolaSwinTransformer : Backbone
     private static Tensor ToMap(Tensor tokens, long height, long width) =>
         tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2).contiguous();
 
-    private static AttentionKind[][] Validate(PolaSwinOptions o)
+    private static char[][] Validate(PolaSwinOptions o)
     {
         static void Require(bool ok, string message)
         {
@@ -370,43 +370,23 @@ public sealed class PolaSwinTransformer : Backbone
             long dim = o.EmbedDim << i;
             Require(dim % heads[i] == 0,
                 $"Stage {i} has {dim} channels (EmbedDim {o.EmbedDim} × 2^{i}), not divisible by NumHeads[{i}] = {heads[i]}.");
-            Require(!kinds[i].Contains(AttentionKind.Polarity) || dim / heads[i] % 2 == 0,
+            Require(!kinds[i].Contains('L') || dim / heads[i] % 2 == 0,
                 $"Stage {i} has polarity blocks with head dimension {dim / heads[i]} ({dim} channels / {heads[i]} heads); polarity attention needs an even head dimension.");
         }
         return kinds;
     }
 
-    // The attention of every block of every stage, from the official attn_type string.
-    private static AttentionKind[][] BlockKinds(string types, IReadOnlyList<long> stageDepths)
+    // The attention letter of every block of every stage, from the official attn_type string.
+    private static char[][] BlockKinds(string types, IReadOnlyList<long> stageDepths)
     {
-        ArgumentNullException.ThrowIfNull(types, "options.AttentionTypes");
-        int[] depths = stageDepths.Select(d => (int)d).ToArray();   // Validate keeps them in int range
-        int stages = depths.Length;
-        bool mixing = types.Take(stages).Any(c => char.ToUpperInvariant(c) == 'M');
-        if (!mixing)
+        try
         {
-            var perStage = AttentionKinds.Parse(types, stages);
-            return perStage.Select((kind, i) => Enumerable.Repeat(kind, depths[i]).ToArray()).ToArray();
+            return AttentionRegistry.ParseBlocks(types, stageDepths, "options.AttentionTypes");
         }
-
-        string suffix = types[stages..];
-        if (!int.TryParse(suffix, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int polarityBlocks))
-            throw new ArgumentException(
-                $"attention types '{types}' has an 'M' stage but '{suffix}' after the {stages} stage letters is not a block count; expected e.g. '{new string('L', stages - 1)}M2' (the first 2 blocks of the 'M' stage polarity, the rest softmax).",
-                "options");
-        var kinds = new AttentionKind[stages][];
-        for (int i = 0; i < stages; i++)
+        catch (ArgumentException e)
         {
-            kinds[i] = char.ToUpperInvariant(types[i]) switch
-            {
-                'L' => Enumerable.Repeat(AttentionKind.Polarity, depths[i]).ToArray(),
-                'S' => Enumerable.Repeat(AttentionKind.Softmax, depths[i]).ToArray(),
-                'M' => Enumerable.Range(0, depths[i]).Select(j => j < polarityBlocks ? AttentionKind.Polarity : AttentionKind.Softmax).ToArray(),
-                _ => throw new ArgumentException(
-                    $"attention types '{types}' has '{types[i]}' at position {i}; expected 'L' (polarity), 'S' (softmax) or 'M' (mixed).", "options"),
-            };
+            throw new ArgumentException(e.Message.Split(" (Parameter '")[0], "options", e);
         }
-        return kinds;
     }
 }
 
@@ -416,15 +396,16 @@ internal sealed class PolaSwinStage : nn.Module
     private readonly ModuleList<PolaSwinBlock> blocks;
     private readonly PatchMerging? downsample;
 
-    public PolaSwinStage(long dim, (long Height, long Width) resolution, long numHeads, AttentionKind[] kinds,
+    public PolaSwinStage(long dim, (long Height, long Width) resolution, long numHeads, char[] kinds,
         double[] dropPath, bool downsample, PolaSwinOptions o, Device? device, ScalarType? dtype)
         : base(nameof(PolaSwinStage))
     {
         blocks = new ModuleList<PolaSwinBlock>();
         for (int j = 0; j < kinds.Length; j++)
         {
-            // Softmax blocks keep Swin's window (7, or 12 for the large-window configurations).
-            long window = kinds[j] == AttentionKind.Polarity ? o.WindowSize : o.WindowSize <= 56 ? 7 : 12;
+            // Softmax blocks keep Swin's window (7, or 12 for the large-window configurations); the linear kinds take
+            // the configured large windows.
+            long window = kinds[j] != 'S' ? o.WindowSize : o.WindowSize <= 56 ? 7 : 12;
             blocks.Add(new PolaSwinBlock(dim, resolution, numHeads, window, shift: j % 2 == 0 ? 0 : window / 2, kinds[j],
                 dropPath[j], o, device, dtype));
         }
@@ -457,7 +438,7 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
 
     // window and shift are the configured ones, before clamping to the resolution.
     public PolaSwinBlock(long dim, (long Height, long Width) resolution, long numHeads, long window, long shift,
-        AttentionKind kind, double dropPath, PolaSwinOptions o, Device? device, ScalarType? dtype)
+        char kind, double dropPath, PolaSwinOptions o, Device? device, ScalarType? dtype)
         : base(nameof(PolaSwinBlock))
     {
         ConfiguredWindow = window;
@@ -468,11 +449,12 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         (BuiltWindow, BuiltShift) = (w, s);
 
         norm1 = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
-        attn = kind == AttentionKind.Polarity
-            ? new PolaWindowAttention(dim, w, numHeads, qkvBias: o.QkvBias, alpha: o.Alpha, kernelSize: o.KernelSize,
-                projDrop: o.DropRate, implementation: o.Implementation, device: device, dtype: dtype)
-            : new WindowAttention(dim, w, numHeads, qkvBias: o.QkvBias, qkScale: o.QkScale, attnDrop: o.AttnDropRate,
-                projDrop: o.DropRate, device: device, dtype: dtype);
+        attn = AttentionRegistry.Create(kind, new AttentionSpec
+        {
+            Dim = dim, NumHeads = numHeads, Grid = (w, w), Windowed = true, QkvBias = o.QkvBias, QkScale = o.QkScale,
+            AttnDrop = o.AttnDropRate, ProjDrop = o.DropRate, Alpha = o.Alpha, KernelSize = o.KernelSize,
+            Implementation = o.Implementation, Device = device, Dtype = dtype,
+        });
         drop_path = new DropPath(dropPath);
         norm2 = nn.LayerNorm(dim, eps: 1e-5, device: device, dtype: dtype);
         mlp = new Mlp(dim, (long)(dim * o.MlpRatio), drop: o.DropRate, device: device, dtype: dtype);
@@ -486,7 +468,7 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         RegisterComponents();
     }
 
-    public AttentionKind Kind { get; }
+    public char Kind { get; }
 
     public long ConfiguredWindow { get; }
 
@@ -528,7 +510,7 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
 
         var windows = Partition(map, window);
         // Polarity attention ignores the shift mask, as in the official code, so it is only built for softmax.
-        var mask = shift > 0 && attn.Kind == AttentionKind.Softmax
+        var mask = shift > 0 && attn.UsesShiftMask
             ? MaskFor(paddedHeight, paddedWidth, window, shift, x.dtype, x.device)
             : null;
         var attended = attn.forward(windows, window, window, mask, paddingMask);

@@ -115,7 +115,7 @@ public sealed class PolaVisionTransformer : Backbone
         var (h, w) = options.ImageSize;
         if (h % options.PatchSize != 0 || w % options.PatchSize != 0 || h <= 0 || w <= 0)
             throw new ArgumentException($"options.ImageSize {h} × {w} must be positive multiples of options.PatchSize = {options.PatchSize}.", nameof(options));
-        var kind = AttentionKinds.Parse(options.AttentionTypes, 1)[0];
+        char kind = AttentionRegistry.ParseStages(options.AttentionTypes, 1, "options.AttentionTypes")[0];
 
         _prefix = options.ClassToken ? 1 : 0;
         _grid = (h / options.PatchSize, w / options.PatchSize);
@@ -258,15 +258,16 @@ public sealed class PolaVisionTransformer : Backbone
         private readonly LayerNorm norm2;
         private readonly Mlp mlp;
 
-        public VitBlock(PolaVitOptions o, AttentionKind kind, (long Height, long Width) grid, long prefix, double dropPath,
+        public VitBlock(PolaVitOptions o, char kind, (long Height, long Width) grid, long prefix, double dropPath,
             Device? device, ScalarType? dtype) : base(nameof(VitBlock))
         {
             norm1 = nn.LayerNorm(o.EmbedDim, eps: o.NormEps, device: device, dtype: dtype);
-            attn = kind == AttentionKind.Polarity
-                ? new PolaLinearAttention(o.EmbedDim, grid, o.NumHeads, qkvBias: o.QkvBias, alpha: o.Alpha, kernelSize: o.KernelSize,
-                    projDrop: o.DropRate, implementation: o.Implementation, prefixTokens: prefix, device: device, dtype: dtype)
-                : new SpatialReductionAttention(o.EmbedDim, o.NumHeads, qkvBias: o.QkvBias, projDrop: o.DropRate,
-                    prefixTokens: prefix, device: device, dtype: dtype);
+            attn = AttentionRegistry.Create(kind, new AttentionSpec
+            {
+                Dim = o.EmbedDim, NumHeads = o.NumHeads, Grid = grid, PrefixTokens = prefix, QkvBias = o.QkvBias,
+                ProjDrop = o.DropRate, Alpha = o.Alpha, KernelSize = o.KernelSize, Implementation = o.Implementation,
+                Device = device, Dtype = dtype,
+            });
             drop_path = new DropPath(dropPath);
             norm2 = nn.LayerNorm(o.EmbedDim, eps: o.NormEps, device: device, dtype: dtype);
             mlp = new Mlp(o.EmbedDim, (long)(o.EmbedDim * o.MlpRatio), drop: o.DropRate, device: device, dtype: dtype);

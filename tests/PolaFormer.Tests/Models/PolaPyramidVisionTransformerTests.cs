@@ -465,7 +465,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
     }
 
     [Theory]
-    [InlineData("LLL", "1111", "\"LLL\"")]
+    [InlineData("LLL", "1111", "'LLL' (3 letters)")]
     [InlineData("LLXL", "1111", "'X'")]
     [InlineData("LLLL", "842", "\"842\"")]
     [InlineData("LLLL", "8401", "'0'")]
