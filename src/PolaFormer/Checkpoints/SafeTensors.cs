@@ -120,7 +120,11 @@ public static class SafeTensors
                 entries.Add(ParseEntry(property, sourceName));
             }
         }
-        catch (JsonException e) { throw new InvalidDataException($"'{sourceName}' has a corrupted safetensors header: {e.Message}", e); }
+        // InvalidOperationException: a name or string that is not valid UTF-8, found only when it is read.
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"'{sourceName}' has a corrupted safetensors header: {e.Message}", e);
+        }
 
         // The data section is laid out in offset order with no gaps, overlaps or trailing bytes (what the
         // safetensors library itself requires): overlapping entries would alias one another and unaccounted bytes
@@ -199,12 +203,12 @@ public static class SafeTensors
             var (begin, end) = (offsets[0], offsets[1]);
             if (begin < 0 || end < begin)
                 throw Malformed(sourceName, $"tensor '{name}' has data offsets [{begin}, {end}); expected 0 <= begin <= end");
-            // In 128 bits, stopped once past the span, so a shape of huge sizes cannot overflow into a match.
+            // In 128 bits, stopped once past any 64-bit size, so a shape of huge sizes cannot wrap into a match.
             Int128 needed = shape.Any(d => d == 0) ? 0 : info.Size;
-            for (int i = 0; i < shape.Length && needed > 0 && needed <= end - begin; i++) needed *= shape[i];
+            for (int i = 0; i < shape.Length && needed <= long.MaxValue; i++) needed *= shape[i];
             if (needed != end - begin)
                 throw Malformed(sourceName,
-                    $"tensor '{name}' {Check.Format(shape)} of {dtype} needs {(needed > end - begin ? $"more than {end - begin}" : needed.ToString())} bytes but its offsets [{begin}, {end}) span {end - begin}");
+                    $"tensor '{name}' {Check.Format(shape)} of {dtype} needs {(needed > long.MaxValue ? $"more than {long.MaxValue}" : needed.ToString())} bytes but its offsets [{begin}, {end}) span {end - begin}");
             return new Entry(name, info.Type, shape, begin, end);
         }
         catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException)
