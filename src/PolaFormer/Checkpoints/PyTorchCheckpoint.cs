@@ -365,7 +365,16 @@ public static class PyTorchCheckpoint
             if (last > storage.Count || (last == storage.Count && !size.Contains(0)))
                 throw Invalid($"a tensor of size {Check.Format(size)}, stride {Check.Format(stride)} at offset {offset} reaches element {last} of storage '{storage.Key}', " +
                               $"which has {storage.Count}; expected every element within the storage");
-            if (size.Contains(0)) return zeros(size, dtype: storage.Type);
+            if (size.Contains(0))
+            {
+                // Empty, but its strides are products of the other sizes, which LibTorch refuses (with an
+                // exception of its own) when they overflow.
+                Int128 strides = 1;
+                for (int i = 0; i < size.Length && strides <= long.MaxValue; i++) strides *= Math.Max(size[i], 1);
+                if (strides > long.MaxValue)
+                    throw Invalid($"an empty tensor of storage '{storage.Key}' has size {Check.Format(size)}, whose sizes multiply past 2^63; expected sizes whose strides fit in 64 bits");
+                return zeros(size, dtype: storage.Type);
+            }
 
             var flat = Storage(storage);
             // A view may hold more elements than its storage (an expand: stride 0), and many views may share one

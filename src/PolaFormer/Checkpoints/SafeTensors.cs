@@ -195,6 +195,12 @@ public static class SafeTensors
             var shape = shapeElement.EnumerateArray().Select(e => e.GetInt64()).ToArray();
             if (shape.Any(d => d < 0))
                 throw Malformed(sourceName, $"tensor '{name}' has shape {Check.Format(shape)}; expected no negative size");
+            // An empty tensor's strides are still products of its other sizes; LibTorch refuses to create one
+            // whose strides overflow (with an exception of its own), so such a shape is refused here.
+            Int128 strides = 1;
+            for (int i = 0; i < shape.Length && strides <= long.MaxValue; i++) strides *= Math.Max(shape[i], 1);
+            if (strides > long.MaxValue)
+                throw Malformed(sourceName, $"tensor '{name}' has shape {Check.Format(shape)}, whose sizes multiply past 2^63; expected a shape whose strides fit in 64 bits");
             var offsetsElement = property.Value.GetProperty("data_offsets");
             if (offsetsElement.ValueKind != JsonValueKind.Array)
                 throw Malformed(sourceName, $"tensor '{name}' has data_offsets that are a JSON {offsetsElement.ValueKind}; expected [begin, end]");

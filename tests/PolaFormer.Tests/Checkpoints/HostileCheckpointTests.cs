@@ -168,6 +168,7 @@ public sealed class HostileCheckpointTests : TorchTest, IDisposable
         { "offset past the end", 4, 9, [0], [1], "starts at element 9" },
         { "overflowing sizes", 8, 0, [1L << 62, 1L << 62], [0, 0], "needs more than" },
         { "overflowing strides", 8, 0, [2], [long.MaxValue], "reaches element 9223372036854775807" },
+        { "empty with overflowing strides", 8, 0, [0, 1L << 62, 4], [1, 1, 1], "multiply past 2^63" },
         { "negative stride", 8, 0, [2], [-1], "none may be negative" },
         { "65 dimensions", 8, 0, Enumerable.Repeat(1L, 65).ToArray(), Enumerable.Repeat(1L, 65).ToArray(), "65 dimensions" },
     };
