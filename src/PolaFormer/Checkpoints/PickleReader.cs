@@ -47,6 +47,7 @@ internal sealed class PickleReader
     private readonly List<object?> _stack = [];
     private readonly Stack<int> _marks = new();
     private readonly Dictionary<long, object?> _memo = [];
+    private readonly HashSet<object?[]> _checkedKeys = new(ReferenceEqualityComparer.Instance);
     private readonly long _elementBudget;
     private long _elements;
     private int _position;
@@ -366,7 +367,8 @@ internal sealed class PickleReader
     /// bounded time; other values hash in constant time (lists, dicts and objects by reference).</summary>
     private object? CheckKey(object? key)
     {
-        if (key is not object?[] root) return key;
+        // A tuple used as a key many times (through the memo) is walked once.
+        if (key is not object?[] root || _checkedKeys.Contains(root)) return key;
         long nodes = 0;
         var pending = new Stack<(object?[] Tuple, int Depth)>();
         pending.Push((root, 1));
@@ -382,6 +384,7 @@ internal sealed class PickleReader
             foreach (var item in tuple)
                 if (item is object?[] inner) pending.Push((inner, depth + 1));
         }
+        _checkedKeys.Add(root);
         return key;
     }
 
@@ -542,7 +545,8 @@ internal sealed class PickleKeyComparer : IEqualityComparer<object?>
     public int GetHashCode(object? value) => value switch
     {
         null => 0,
-        object?[] tuple => tuple.Aggregate(17, (h, item) => h * 31 + GetHashCode(item)),
+        // HashCode is seeded per process, so a file cannot choose tuples whose hashes collide by arithmetic.
+        object?[] tuple => tuple.Aggregate(new HashCode(), (h, item) => { h.Add(GetHashCode(item)); return h; }).ToHashCode(),
         _ => value.GetHashCode(),
     };
 }

@@ -16,6 +16,9 @@ public static class PyTorchCheckpoint
 {
     private const string ModulePrefix = "module.";
 
+    /// <summary>Top-level entries named in a "no state dict" message; a hostile root can have millions.</summary>
+    private const int MaxListedEntries = 20;
+
     /// <summary>Bytes of copies for tied weights allowed whatever the distinct tensors' size.</summary>
     private const long MaxClonedBytes = 64L << 20;
 
@@ -108,7 +111,10 @@ public static class PyTorchCheckpoint
             root = new ArchiveReader(zip, path, stream.Length).Read();
         }
         // What ZipArchive and the streams throw on a damaged file does not name it; this reader's own messages do.
-        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or OverflowException
+        // NotSupportedException: what ZipArchive says of a zip feature it lacks (this reader's own messages name
+        // the file; a big-endian machine's PlatformNotSupportedException is not the file's fault).
+        catch (Exception e) when ((e is IOException or InvalidDataException or ArgumentException or OverflowException
+                                   || e is NotSupportedException and not PlatformNotSupportedException)
                                   && !e.Message.StartsWith($"'{path}'", StringComparison.Ordinal))
         {
             throw new InvalidDataException($"'{path}' is truncated or corrupted: {e.Message}", e);
@@ -201,7 +207,8 @@ public static class PyTorchCheckpoint
         return root switch
         {
             Dictionary<object, object?> dict => $"{expected}; its top-level entries are " +
-                (dict.Count == 0 ? "none" : string.Join(", ", dict.Select(kv => $"'{kv.Key}' ({DescribeEntry(kv.Value)})"))) + ".",
+                (dict.Count == 0 ? "none" : string.Join(", ", dict.Take(MaxListedEntries).Select(kv => $"'{kv.Key}' ({DescribeEntry(kv.Value)})"))) +
+                (dict.Count > MaxListedEntries ? $" and {dict.Count - MaxListedEntries} more" : "") + ".",
             PickledObject o => $"{expected}; it holds a pickled {o.ClassName} (torch.save of a whole object?): save its state_dict() instead.",
             _ => $"{expected}; its root is a {PickleReader.Describe(root)}.",
         };
