@@ -12,6 +12,15 @@ namespace PolaFormer.Checkpoints;
 /// does not model become <see cref="PickledObject"/>s. Tensors are read onto the CPU whatever device they were
 /// saved from.
 /// </summary>
+/// <remarks>
+/// A hostile file gets an <see cref="InvalidDataException"/> naming it, never a crash or a hang: every size the
+/// archive declares is checked against the file before its buffer is allocated; every tensor view must lie within
+/// its storage, and all views together (expanded stride-0 ones included) may take at most four times the bytes of
+/// the storages plus 64 MB; one storage has one dtype and size; dictionary keys and set members may hold at most
+/// 4096 tuple elements nested at most 64 deep; integers at most 1024 bytes; containers at most four elements per
+/// byte of pickle plus about a million in all; tied weights are copied up to the size of the distinct tensors or
+/// 64 MB. Nesting depth is not limited: the reader and its walks over the result are iterative.
+/// </remarks>
 public static class PyTorchCheckpoint
 {
     private const string ModulePrefix = "module.";
@@ -94,7 +103,8 @@ public static class PyTorchCheckpoint
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="NotSupportedException">The file uses the legacy (pre-1.6) format, or a storage type
     /// TorchSharp has no dtype for.</exception>
-    /// <exception cref="InvalidDataException">The file is truncated, corrupted or not a PyTorch checkpoint.</exception>
+    /// <exception cref="InvalidDataException">The file is truncated, corrupted or not a PyTorch checkpoint, or exceeds
+    /// one of the bounds above (the message says which and what was expected).</exception>
     public static object? ReadObject(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
