@@ -49,7 +49,9 @@ public static class SafeTensors
     /// <summary>Reads every tensor of a safetensors file onto the CPU.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is truncated, corrupted or not safetensors; the message says
-    /// which tensor or which part of the header is wrong.</exception>
+    /// which tensor or which part of the header is wrong and what was expected (see
+    /// <see cref="Load(Stream, string)"/>).</exception>
+    /// <exception cref="NotSupportedException">A tensor larger than 2 GB.</exception>
     public static SafeTensorsFile Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -65,6 +67,7 @@ public static class SafeTensors
     /// length beyond the data, malformed JSON, a duplicate or malformed entry, an unknown dtype, a negative
     /// dimension, a shape whose bytes differ from its offsets, or offsets that overlap, leave gaps or do not cover
     /// the data exactly.</exception>
+    /// <exception cref="NotSupportedException">A tensor larger than 2 GB.</exception>
     public static SafeTensorsFile Load(Stream stream, string sourceName = "stream")
     {
         ArgumentNullException.ThrowIfNull(stream);
