@@ -157,6 +157,24 @@ public sealed class HostileCheckpointTests : TorchTest, IDisposable
             .Message.Should().Contain("4096-byte integer").And.Contain("at most 1024");
     }
 
+    public static TheoryData<string, string, string> BadTextArguments() => new()
+    {
+        // case, protocol 0 opcode with its line, what the message says
+        { "escape past U+10FFFF", "V\\U00110000\n", "not a Unicode scalar value" },
+        { "lone surrogate escape", "V\\ud800\n", "not a Unicode scalar value" },
+        { "bad string escape", "S'\\q'\n", "invalid escape" },
+        { "2000-digit integer", "I" + new string('9', 2000) + "\n", "2000 characters; expected at most 1024" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadTextArguments))]
+    public void Protocol_0_text_arguments_that_dotnet_cannot_represent_or_parse_cheaply_are_refused(string name, string opcode, string expected)
+    {
+        var pickle = new PickleBuilder().Op(System.Text.Encoding.ASCII.GetBytes(opcode)).Stop().ToArray();
+        Refused(Write($"{name.Replace(' ', '-')}.pth", HostileFiles.Pth(pickle)), PyTorchCheckpoint.ReadObject)
+            .Message.Should().Contain(expected);
+    }
+
     // ---------------------------------------------------------------- tensor views against their storage
 
     public static TheoryData<string, long, long, long[], long[], string> BadViews() => new()
