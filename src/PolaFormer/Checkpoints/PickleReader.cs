@@ -22,7 +22,23 @@ internal delegate bool PickleCallHandler(PickledGlobal callable, object?[] argum
 /// </remarks>
 internal sealed class PickleReader
 {
-    private static readonly object Mark = new();
+    /// <summary>Most bytes in one LONG1/LONG4 integer or digits in one text integer: Python checkpoints hold
+    /// small integers, and parsing a huge one costs time quadratic in its length.</summary>
+    internal const int MaxIntegerBytes = 1024;
+
+    /// <summary>Most tuple nodes (counting a tuple shared twice twice) in one dictionary key or set member: the
+    /// key comparer hashes and compares tuples by value, so a key built from shared tuples (t = (t, t) eighty deep)
+    /// would otherwise take exponential time.</summary>
+    internal const int MaxKeyNodes = 4096;
+
+    /// <summary>Deepest nesting of tuples in one dictionary key or set member (keeps the comparer's recursion
+    /// shallow).</summary>
+    internal const int MaxKeyDepth = 64;
+
+    /// <summary>Elements every container may hold, all together, beyond four per byte of the pickle: each opcode
+    /// adds at most a few elements, but calls such as list(x) copy a container, and a pickle that copies a large
+    /// list thousands of times would otherwise take gigabytes from a few kilobytes.</summary>
+    private const long ElementAllowance = 1 << 20;
 
     private readonly byte[] _data;
     private readonly string _source;
@@ -31,6 +47,9 @@ internal sealed class PickleReader
     private readonly List<object?> _stack = [];
     private readonly Stack<int> _marks = new();
     private readonly Dictionary<long, object?> _memo = [];
+    private readonly HashSet<object?[]> _checkedKeys = new(ReferenceEqualityComparer.Instance);
+    private readonly long _elementBudget;
+    private long _elements;
     private int _position;
 
     /// <param name="data">The pickle stream.</param>
@@ -43,6 +62,7 @@ internal sealed class PickleReader
         _source = source;
         _persistentLoad = persistentLoad;
         _handler = handler;
+        _elementBudget = ElementAllowance + 4L * data.Length;
     }
 
     /// <summary>Runs the pickle to its <c>STOP</c> and returns the object it built.</summary>
@@ -83,8 +103,8 @@ internal sealed class PickleReader
                 case (byte)'K': Push((long)ReadByte()); break; // BININT1
                 case (byte)'M': Push((long)BinaryPrimitives.ReadUInt16LittleEndian(Take(2))); break; // BININT2
                 case (byte)'L': Push(ParseInteger(ReadLine().TrimEnd('L'))); break; // LONG
-                case 0x8a: Push(Normalize(new BigInteger(Take(ReadByte()), isUnsigned: false, isBigEndian: false))); break; // LONG1
-                case 0x8b: Push(Normalize(new BigInteger(Take(ReadLength(4)), isUnsigned: false, isBigEndian: false))); break; // LONG4
+                case 0x8a: Push(ReadLittleEndianInteger(ReadByte(), "LONG1", opcodeAt)); break; // LONG1
+                case 0x8b: Push(ReadLittleEndianInteger(ReadLength(4), "LONG4", opcodeAt)); break; // LONG4
                 case (byte)'F': Push(ParseFloat(ReadLine())); break; // FLOAT
                 case (byte)'G': Push(BinaryPrimitives.ReadDoubleBigEndian(Take(8))); break; // BINFLOAT
 
@@ -106,7 +126,7 @@ internal sealed class PickleReader
                 case (byte)'}': Push(NewDictionary()); break; // EMPTY_DICT
                 case (byte)')': Push(Array.Empty<object?>()); break; // EMPTY_TUPLE
                 case 0x8f: Push(new HashSet<object?>(PickleKeyComparer.Instance)); break; // EMPTY_SET
-                case (byte)'l': Push(PopToMark().ToList()); break; // LIST
+                case (byte)'l': Push(new List<object?>(PopToMark())); break; // LIST
                 case (byte)'t': Push(PopToMark()); break; // TUPLE
                 case 0x85: Push(new[] { Pop() }); break; // TUPLE1
                 case 0x86: // TUPLE2
@@ -129,12 +149,12 @@ internal sealed class PickleReader
                     Push(dict);
                     break;
                 }
-                case 0x91: Push(new HashSet<object?>(PopToMark(), PickleKeyComparer.Instance)); break; // FROZENSET
+                case 0x91: Push(NewSet(PopToMark())); break; // FROZENSET
                 case 0x90: // ADDITEMS
                 {
                     var items = PopToMark();
                     if (Peek() is not HashSet<object?> set) throw Corrupt($"ADDITEMS at byte {opcodeAt} targets a {Describe(Peek())}, not a set");
-                    foreach (var item in items) set.Add(item);
+                    foreach (var item in items) set.Add(CheckKey(item));
                     break;
                 }
                 case (byte)'a': // APPEND
@@ -252,18 +272,20 @@ internal sealed class PickleReader
             {
                 var dict = NewDictionary();
                 if (arguments.Length > 0 && arguments[0] is IEnumerable<object?> pairs)
-                    foreach (var pair in pairs)
+                    foreach (var pair in Copy(pairs))
                         if (pair is object?[] { Length: 2 } kv) SetItems(dict, kv);
                 return dict;
             }
             case "builtins.list" or "__builtin__.list":
-                return arguments.Length > 0 && arguments[0] is IEnumerable<object?> items ? items.ToList() : new List<object?>();
+                return arguments.Length > 0 && arguments[0] is IEnumerable<object?> items ? new List<object?>(Copy(items)) : new List<object?>();
             case "builtins.set" or "builtins.frozenset" or "__builtin__.set" or "__builtin__.frozenset":
                 return arguments.Length > 0 && arguments[0] is IEnumerable<object?> members
-                    ? new HashSet<object?>(members, PickleKeyComparer.Instance)
+                    ? NewSet(Copy(members))
                     : new HashSet<object?>(PickleKeyComparer.Instance);
             // Protocol 2 has no bytes opcode: Python 3 writes bytes as _codecs.encode(text, 'latin1').
             case "_codecs.encode" when arguments is [string text, string encoding]:
+                // A call copies its text: charged (a pointer's worth per 8 characters) so repeated calls stay bounded.
+                Charge(text.Length / 8);
                 return encoding.Replace("-", "").Replace("_", "").ToLowerInvariant() is "latin1" or "iso88591"
                     ? Encoding.Latin1.GetBytes(text)
                     : Encoding.UTF8.GetBytes(text);
@@ -297,6 +319,7 @@ internal sealed class PickleReader
         for (int i = 0; i < keysAndValues.Length; i += 2)
         {
             var key = keysAndValues[i] ?? throw new NotSupportedException($"'{_source}' has a dictionary keyed by None, which this reader does not represent.");
+            CheckKey(key);
             switch (target)
             {
                 case Dictionary<object, object?> dict: dict[key] = keysAndValues[i + 1]; break;
@@ -309,14 +332,70 @@ internal sealed class PickleReader
     private object?[] AsTuple(object? value, string opcode, int opcodeAt) => value switch
     {
         object?[] tuple => tuple,
-        List<object?> list => list.ToArray(),
+        List<object?> list => Copy(list),
         _ => throw Corrupt($"{opcode} at byte {opcodeAt} expects an argument tuple, found a {Describe(value)}"),
     };
+
+    /// <summary>Copies a container's elements, charging them to the element budget first.</summary>
+    private object?[] Copy(IEnumerable<object?> items)
+    {
+        var copy = new List<object?>();
+        foreach (var item in items)
+        {
+            Charge(1);
+            copy.Add(item);
+        }
+        return copy.ToArray();
+    }
+
+    private void Charge(long count)
+    {
+        _elements += count;
+        if (_elements > _elementBudget)
+            throw Corrupt($"its containers hold more than {_elementBudget} elements in all (four per byte of pickle plus {ElementAllowance}); " +
+                          "a checkpoint's pickle adds a few elements per opcode, so this one copies containers over and over");
+    }
+
+    private HashSet<object?> NewSet(object?[] members)
+    {
+        var set = new HashSet<object?>(PickleKeyComparer.Instance);
+        foreach (var member in members) set.Add(CheckKey(member));
+        return set;
+    }
+
+    /// <summary>Refuses a dictionary key or set member whose tuples are too many or too deep to hash and compare in
+    /// bounded time; other values hash in constant time (lists, dicts and objects by reference).</summary>
+    private object? CheckKey(object? key)
+    {
+        // A tuple used as a key many times (through the memo) is walked once.
+        if (key is not object?[] root || _checkedKeys.Contains(root)) return key;
+        long nodes = 0;
+        var pending = new Stack<(object?[] Tuple, int Depth)>();
+        pending.Push((root, 1));
+        while (pending.Count > 0)
+        {
+            var (tuple, depth) = pending.Pop();
+            if (depth > MaxKeyDepth)
+                throw Corrupt($"a dictionary key or set member is a tuple nested more than {MaxKeyDepth} deep; expected a flat key such as a string or a short tuple");
+            // Counted as the comparer walks it: a tuple referenced twice is hashed twice.
+            nodes += 1 + tuple.Length;
+            if (nodes > MaxKeyNodes)
+                throw Corrupt($"a dictionary key or set member is a tuple of more than {MaxKeyNodes} elements (shared sub-tuples counted each time they appear); expected a flat key such as a string or a short tuple");
+            foreach (var item in tuple)
+                if (item is object?[] inner) pending.Push((inner, depth + 1));
+        }
+        _checkedKeys.Add(root);
+        return key;
+    }
 
     private object? Recall(long index, int opcodeAt) =>
         _memo.TryGetValue(index, out var value) ? value : throw Corrupt($"GET at byte {opcodeAt} recalls memo slot {index}, which was never stored");
 
-    private void Push(object? value) => _stack.Add(value);
+    private void Push(object? value)
+    {
+        Charge(1);
+        _stack.Add(value);
+    }
 
     private object? Peek()
     {
@@ -381,8 +460,19 @@ internal sealed class PickleReader
         catch (DecoderFallbackException) { throw Corrupt($"a string ending at byte {_position} is not valid UTF-8"); }
     }
 
+    private object ReadLittleEndianInteger(long length, string opcode, int opcodeAt)
+    {
+        if (length > MaxIntegerBytes)
+            throw Corrupt($"{opcode} at byte {opcodeAt} holds a {length}-byte integer; expected at most {MaxIntegerBytes} bytes");
+        var bytes = Take(length);
+        // Python writes the shortest two's-complement form; an empty one is zero.
+        return bytes.Length == 0 ? 0L : Normalize(new BigInteger(bytes, isUnsigned: false, isBigEndian: false));
+    }
+
     private object ParseInteger(string text) =>
-        BigInteger.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value)
+        text.Length > MaxIntegerBytes
+            ? throw Corrupt($"a text integer has {text.Length} characters; expected at most {MaxIntegerBytes}")
+            : BigInteger.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value)
             ? Normalize(value)
             : throw Corrupt($"'{text}' is not an integer");
 
@@ -397,19 +487,28 @@ internal sealed class PickleReader
         _ => double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value : throw Corrupt($"'{text}' is not a float"),
     };
 
+    // The cast to object matters: without it the conditional's type is BigInteger, and every integer read through
+    // here (LONG1, LONG4, text integers) came out as a BigInteger that the tensor and storage checks refused.
     private static object Normalize(BigInteger value) =>
-        value >= long.MinValue && value <= long.MaxValue ? (long)value : value;
+        value >= long.MinValue && value <= long.MaxValue ? (object)(long)value : value;
 
     private string ParseQuotedString(string text)
     {
         if (text.Length < 2 || text[0] != text[^1] || text[0] is not ('\'' or '"'))
             throw Corrupt($"STRING argument {text} is not quoted");
-        return System.Text.RegularExpressions.Regex.Unescape(text[1..^1]);
+        try { return System.Text.RegularExpressions.Regex.Unescape(text[1..^1]); }
+        catch (ArgumentException e) { throw Corrupt($"STRING argument {text} has an invalid escape ({e.Message})"); }
     }
 
-    private static string DecodeRawUnicodeEscape(string text) =>
+    private string DecodeRawUnicodeEscape(string text) =>
         System.Text.RegularExpressions.Regex.Replace(text, @"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})", m =>
-            char.ConvertFromUtf32(int.Parse(m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture)));
+        {
+            long code = long.Parse(m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            // Lone surrogates and values past U+10FFFF are no characters .NET strings can decode to.
+            if (code > 0x10FFFF || code is >= 0xD800 and <= 0xDFFF)
+                throw Corrupt($"UNICODE argument has escape {m.Value}, which is not a Unicode scalar value");
+            return char.ConvertFromUtf32((int)code);
+        });
 
     internal static string Describe(object? value) => value switch
     {
@@ -436,16 +535,18 @@ internal sealed class PickleKeyComparer : IEqualityComparer<object?>
 {
     public static readonly PickleKeyComparer Instance = new();
 
+    // Tuples reach here only after PickleReader.CheckKey bounded their size and depth, so the recursion is bounded.
     public new bool Equals(object? x, object? y) => (x, y) switch
     {
-        (object?[] a, object?[] b) => a.Length == b.Length && a.Zip(b).All(p => Equals(p.First, p.Second)),
+        (object?[] a, object?[] b) => ReferenceEquals(a, b) || (a.Length == b.Length && a.Zip(b).All(p => Equals(p.First, p.Second))),
         _ => object.Equals(x, y),
     };
 
     public int GetHashCode(object? value) => value switch
     {
         null => 0,
-        object?[] tuple => tuple.Aggregate(17, (h, item) => h * 31 + GetHashCode(item)),
+        // HashCode is seeded per process, so a file cannot choose tuples whose hashes collide by arithmetic.
+        object?[] tuple => tuple.Aggregate(new HashCode(), (h, item) => { h.Add(GetHashCode(item)); return h; }).ToHashCode(),
         _ => value.GetHashCode(),
     };
 }

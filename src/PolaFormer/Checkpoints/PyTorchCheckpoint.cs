@@ -12,9 +12,38 @@ namespace PolaFormer.Checkpoints;
 /// does not model become <see cref="PickledObject"/>s. Tensors are read onto the CPU whatever device they were
 /// saved from.
 /// </summary>
+/// <remarks>
+/// A hostile file gets an <see cref="InvalidDataException"/> naming it, never a crash or a hang: every size the
+/// archive declares is checked against the file before its buffer is allocated; every tensor view must lie within
+/// its storage, and all views together (expanded stride-0 ones included) may take at most four times the bytes of
+/// the storages plus 64 MB; one storage has one dtype and size; dictionary keys and set members may hold at most
+/// 4096 tuple elements nested at most 64 deep; integers at most 1024 bytes; containers at most four elements per
+/// byte of pickle plus about a million in all; tied weights are copied up to the size of the distinct tensors or
+/// 64 MB. Nesting depth is not limited: the reader and its walks over the result are iterative.
+/// </remarks>
 public static class PyTorchCheckpoint
 {
     private const string ModulePrefix = "module.";
+
+    /// <summary>Top-level entries named in a "no state dict" message; a hostile root can have millions.</summary>
+    private const int MaxListedEntries = 20;
+
+    /// <summary>Bytes of copies for tied weights allowed whatever the distinct tensors' size.</summary>
+    private const long MaxClonedBytes = 64L << 20;
+
+    /// <summary>Copies of views allowed, in bytes, beyond <see cref="ViewBytesPerStorageByte"/> per storage byte.</summary>
+    private const long ViewAllowanceBytes = 64L << 20;
+
+    /// <summary>Bytes of tensors materialized per byte of storage read: views of one storage (slices, a transpose,
+    /// q/k/v of one projection) copy it a few times over, never thousands of times.</summary>
+    private const long ViewBytesPerStorageByte = 4;
+
+    /// <summary>Most dimensions of one tensor (PyTorch itself refuses more than 64 in most kernels).</summary>
+    private const int MaxDimensions = 64;
+
+    /// <summary>Deflate expands at most 1032-fold; an entry declaring more than that is a lie (or a bomb) and is
+    /// refused before its buffer is allocated.</summary>
+    private const long MaxCompressionRatio = 1032;
 
     /// <summary>Entries searched, in order, for the model's weights in a training checkpoint.</summary>
     private static readonly string[] StateDictEntries = ["model", "state_dict"];
@@ -74,7 +103,8 @@ public static class PyTorchCheckpoint
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="NotSupportedException">The file uses the legacy (pre-1.6) format, or a storage type
     /// TorchSharp has no dtype for.</exception>
-    /// <exception cref="InvalidDataException">The file is truncated, corrupted or not a PyTorch checkpoint.</exception>
+    /// <exception cref="InvalidDataException">The file is truncated, corrupted or not a PyTorch checkpoint, or exceeds
+    /// one of the bounds above (the message says which and what was expected).</exception>
     public static object? ReadObject(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -88,10 +118,13 @@ public static class PyTorchCheckpoint
         try
         {
             using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
-            root = new ArchiveReader(zip, path).Read();
+            root = new ArchiveReader(zip, path, stream.Length).Read();
         }
         // What ZipArchive and the streams throw on a damaged file does not name it; this reader's own messages do.
-        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or OverflowException
+        // NotSupportedException: what ZipArchive says of a zip feature it lacks (this reader's own messages name
+        // the file; a big-endian machine's PlatformNotSupportedException is not the file's fault).
+        catch (Exception e) when ((e is IOException or InvalidDataException or ArgumentException or OverflowException
+                                   || e is NotSupportedException and not PlatformNotSupportedException)
                                   && !e.Message.StartsWith($"'{path}'", StringComparison.Ordinal))
         {
             throw new InvalidDataException($"'{path}' is truncated or corrupted: {e.Message}", e);
@@ -141,14 +174,39 @@ public static class PyTorchCheckpoint
         bool strip = keys.Count > 0 && keys.All(k => k.StartsWith(ModulePrefix, StringComparison.Ordinal));
         var result = new Dictionary<string, Tensor>();
         var taken = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
-        foreach (var key in keys)
+        long distinctBytes = found.Values.Cast<Tensor>().Distinct(ReferenceEqualityComparer.Instance).Cast<Tensor>().Sum(Bytes);
+        long clonedBytes = 0;
+        try
         {
-            var tensor = (Tensor)found[key]!;
-            // The same tensor may appear under two names (tied weights); each name gets its own.
-            result[strip ? key[ModulePrefix.Length..] : key] = taken.Add(tensor) ? tensor : tensor.clone();
+            foreach (var key in keys)
+            {
+                var tensor = (Tensor)found[key]!;
+                if (taken.Add(tensor))
+                {
+                    result[strip ? key[ModulePrefix.Length..] : key] = tensor;
+                    continue;
+                }
+                // The same tensor may appear under two names (tied weights); each name gets its own copy. A few
+                // bytes of pickle can name one large tensor thousands of times, so the copies are bounded.
+                clonedBytes += Bytes(tensor);
+                if (clonedBytes > Math.Max(distinctBytes, MaxClonedBytes))
+                    throw new InvalidDataException(
+                        $"'{path}' is truncated or corrupted: its state dict names the same tensors so often that copying them would take more than " +
+                        $"{Math.Max(distinctBytes, MaxClonedBytes)} bytes (tied weights repeat a few tensors; expected at most the size of the distinct tensors).");
+                result[strip ? key[ModulePrefix.Length..] : key] = tensor.clone();
+            }
+        }
+        catch
+        {
+            // The clones are not in the tree the caller's finally disposes.
+            foreach (var t in result.Values)
+                if (!taken.Contains(t)) t.Dispose();
+            throw;
         }
         return result;
     }
+
+    private static long Bytes(Tensor t) => t.numel() * t.ElementSize;
 
     private static bool IsTensorDictionary(object? value) =>
         value is Dictionary<object, object?> dict && dict.All(kv => kv.Key is string && kv.Value is Tensor);
@@ -159,7 +217,8 @@ public static class PyTorchCheckpoint
         return root switch
         {
             Dictionary<object, object?> dict => $"{expected}; its top-level entries are " +
-                (dict.Count == 0 ? "none" : string.Join(", ", dict.Select(kv => $"'{kv.Key}' ({DescribeEntry(kv.Value)})"))) + ".",
+                (dict.Count == 0 ? "none" : string.Join(", ", dict.Take(MaxListedEntries).Select(kv => $"'{kv.Key}' ({DescribeEntry(kv.Value)})"))) +
+                (dict.Count > MaxListedEntries ? $" and {dict.Count - MaxListedEntries} more" : "") + ".",
             PickledObject o => $"{expected}; it holds a pickled {o.ClassName} (torch.save of a whole object?): save its state_dict() instead.",
             _ => $"{expected}; its root is a {PickleReader.Describe(root)}.",
         };
@@ -182,33 +241,42 @@ public static class PyTorchCheckpoint
         return found;
     }
 
-    private static void Walk(object? value, HashSet<object> seen, List<Tensor> found)
+    /// <summary>Every tensor reachable from <paramref name="root"/>, each once. Iterative: a pickle can nest
+    /// containers tens of thousands deep in a few kilobytes, which a recursive walk would answer with a stack
+    /// overflow that kills the process.</summary>
+    private static void Walk(object? root, HashSet<object> seen, List<Tensor> found)
     {
-        if (value is null or string or byte[] or long or double or bool || !seen.Add(value)) return;
-        switch (value)
+        var pending = new Stack<object?>();
+        pending.Push(root);
+        while (pending.Count > 0)
         {
-            case Tensor t: found.Add(t); break;
-            case Dictionary<object, object?> dict:
-                foreach (var (k, v) in dict)
-                {
-                    Walk(k, seen, found);
-                    Walk(v, seen, found);
-                }
-                break;
-            case PickledObject o:
-                foreach (var a in o.Arguments) Walk(a, seen, found);
-                foreach (var a in o.KeywordArguments.Values) Walk(a, seen, found);
-                foreach (var a in o.ListItems) Walk(a, seen, found);
-                foreach (var (k, v) in o.DictItems)
-                {
-                    Walk(k, seen, found);
-                    Walk(v, seen, found);
-                }
-                Walk(o.State, seen, found);
-                break;
-            case System.Collections.IEnumerable items:
-                foreach (var item in items) Walk(item, seen, found);
-                break;
+            var value = pending.Pop();
+            if (value is null or string or byte[] or long or double or bool || !seen.Add(value)) continue;
+            switch (value)
+            {
+                case Tensor t: found.Add(t); break;
+                case Dictionary<object, object?> dict:
+                    foreach (var (k, v) in dict)
+                    {
+                        pending.Push(k);
+                        pending.Push(v);
+                    }
+                    break;
+                case PickledObject o:
+                    foreach (var a in o.Arguments) pending.Push(a);
+                    foreach (var a in o.KeywordArguments.Values) pending.Push(a);
+                    foreach (var a in o.ListItems) pending.Push(a);
+                    foreach (var (k, v) in o.DictItems)
+                    {
+                        pending.Push(k);
+                        pending.Push(v);
+                    }
+                    pending.Push(o.State);
+                    break;
+                case System.Collections.IEnumerable items:
+                    foreach (var item in items) pending.Push(item);
+                    break;
+            }
         }
     }
 
@@ -216,9 +284,12 @@ public static class PyTorchCheckpoint
     private sealed record StorageReference(string Key, string TypeName, ScalarType Type, int ElementSize, long Count);
 
     /// <summary>One pass over one archive: runs data.pkl and materializes the storages it references.</summary>
-    private sealed class ArchiveReader(ZipArchive zip, string path)
+    private sealed class ArchiveReader(ZipArchive zip, string path, long _fileLength)
     {
         private readonly Dictionary<string, Tensor> _storages = [];
+        private readonly Dictionary<string, StorageReference> _declared = [];
+        private long _storageBytes;
+        private long _viewBytes;
         private string _prefix = "";
         private bool _bigEndian;
 
@@ -253,7 +324,17 @@ public static class PyTorchCheckpoint
                 throw Invalid("a storage's persistent id is malformed");
             if (!StorageTypes.TryGetValue(type.Name, out var info))
                 throw new NotSupportedException($"'{path}' holds a storage of type {type.FullName}, for which TorchSharp has no dtype.");
-            return new StorageReference(key, type.FullName, info.Type, info.Size, count);
+            var reference = new StorageReference(key, type.FullName, info.Type, info.Size, count);
+            // One storage is one block of bytes of one dtype: read as two, one of its tensors would silently get
+            // the other's bits.
+            if (_declared.TryGetValue(key, out var earlier))
+            {
+                if (earlier.TypeName != reference.TypeName || earlier.Count != reference.Count)
+                    throw Invalid($"storage '{key}' is declared as {earlier.Count} elements of {earlier.TypeName} and again as {count} elements of {type.FullName}; expected one dtype and size per storage");
+                return earlier;
+            }
+            _declared[key] = reference;
+            return reference;
         }
 
         private bool Rebuild(PickledGlobal callable, object?[] arguments, out object? result)
@@ -289,15 +370,43 @@ public static class PyTorchCheckpoint
                 throw Invalid($"{function} has a malformed offset, size or stride for storage '{storage.Key}'");
             var size = sizeItems.Cast<long>().ToArray();
             var stride = strideItems.Cast<long>().ToArray();
+            if (size.Length > MaxDimensions)
+                throw Invalid($"a tensor of storage '{storage.Key}' has {size.Length} dimensions; expected at most {MaxDimensions}");
             if (offset < 0 || size.Any(s => s < 0) || stride.Any(s => s < 0))
                 throw Invalid($"a tensor of storage '{storage.Key}' has offset {offset}, size {Check.Format(size)}, stride {Check.Format(stride)}; none may be negative");
-            var flat = Storage(storage);
-            if (size.All(s => s > 0))
+            if (offset > storage.Count)
+                throw Invalid($"a tensor of storage '{storage.Key}' starts at element {offset}; the storage has {storage.Count}");
+            Int128 last = offset;
+            if (!size.Contains(0))
+                for (int i = 0; i < size.Length && last < storage.Count; i++) last += (Int128)(size[i] - 1) * stride[i];
+            if (last > storage.Count || (last == storage.Count && !size.Contains(0)))
+                throw Invalid($"a tensor of size {Check.Format(size)}, stride {Check.Format(stride)} at offset {offset} reaches element {last} of storage '{storage.Key}', " +
+                              $"which has {storage.Count}; expected every element within the storage");
+            if (size.Contains(0))
             {
-                long last = checked(offset + size.Zip(stride).Sum(p => (p.First - 1) * p.Second));
-                if (last >= storage.Count)
-                    throw Invalid($"a tensor of size {Check.Format(size)}, stride {Check.Format(stride)} at offset {offset} reaches element {last} of storage '{storage.Key}', which has {storage.Count}");
+                // Empty, but its strides are products of the other sizes, which LibTorch refuses (with an
+                // exception of its own) when they overflow.
+                Int128 strides = 1;
+                for (int i = 0; i < size.Length && strides <= long.MaxValue; i++) strides *= Math.Max(size[i], 1);
+                if (strides > long.MaxValue)
+                    throw Invalid($"an empty tensor of storage '{storage.Key}' has size {Check.Format(size)}, whose sizes multiply past 2^63; expected sizes whose strides fit in 64 bits");
+                return zeros(size, dtype: storage.Type);
             }
+
+            var flat = Storage(storage);
+            // A view may hold more elements than its storage (an expand: stride 0), and many views may share one
+            // storage; together they are bounded by the bytes the archive really holds, before anything is
+            // allocated, so a few hundred bytes of pickle cannot ask for gigabytes. In 128 bits and stopped once
+            // past the budget, so the product cannot overflow.
+            long budget = ViewAllowanceBytes + ViewBytesPerStorageByte * _storageBytes;
+            Int128 bytes = storage.ElementSize;
+            for (int i = 0; i < size.Length && bytes <= budget; i++) bytes *= size[i];
+            if (_viewBytes + bytes > budget)
+                throw Invalid($"a tensor of size {Check.Format(size)}, stride {Check.Format(stride)} from storage '{storage.Key}' needs " +
+                              $"{(bytes > budget ? $"more than {budget}" : bytes.ToString())} bytes; with the {_viewBytes} bytes of tensors before it that exceeds {budget} bytes, " +
+                              $"{ViewBytesPerStorageByte} times the {_storageBytes} bytes of its storages plus {ViewAllowanceBytes}; " +
+                              "expected views (slices, transposes, expanded stride-0 views) that copy each storage a few times at most");
+            _viewBytes += (long)bytes;
             // A view into a shared storage (a slice, a transpose, tied weights) becomes its own contiguous tensor.
             using var view = flat.as_strided(size, stride, offset);
             return view.is_contiguous() ? view.clone() : view.contiguous();
@@ -308,21 +417,27 @@ public static class PyTorchCheckpoint
             if (_storages.TryGetValue(storage.Key, out var cached)) return cached;
             var entry = zip.GetEntry($"{_prefix}data/{storage.Key}")
                 ?? throw Invalid($"storage '{storage.Key}' ({storage.TypeName}) is missing from the archive");
-            long bytes = checked(storage.Count * storage.ElementSize);
-            if (entry.Length < bytes)
-                throw Invalid($"storage '{storage.Key}' holds {entry.Length} bytes; {storage.Count} elements of {storage.TypeName} need {bytes}");
+            if (storage.Count > entry.Length / storage.ElementSize)
+                throw Invalid($"storage '{storage.Key}' holds {entry.Length} bytes; {storage.Count} elements of {storage.TypeName} need {(decimal)storage.Count * storage.ElementSize}");
+            long bytes = storage.Count * storage.ElementSize;
             var data = ReadEntry(entry);
             if (_bigEndian) SwapBytes(data, storage.ElementSize, storage.Type);
             else if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Reading PyTorch checkpoints needs a little-endian machine.");
             var flat = empty([storage.Count], dtype: storage.Type);
             if (bytes > 0) flat.bytes = data.AsSpan(0, (int)bytes);
             _storages[storage.Key] = flat;
+            _storageBytes += bytes;
             return flat;
         }
 
         private byte[] ReadEntry(ZipArchiveEntry entry)
         {
             if (entry.Length > Array.MaxLength) throw new NotSupportedException($"'{path}': entry '{entry.FullName}' is larger than 2 GB.");
+            // The central directory's sizes are claims: checked against the file before the buffer is allocated.
+            if (entry.CompressedLength > _fileLength)
+                throw Invalid($"entry '{entry.FullName}' claims {entry.CompressedLength} stored bytes; the whole file has {_fileLength}");
+            if (entry.Length > MaxCompressionRatio * Math.Max(entry.CompressedLength, 1))
+                throw Invalid($"entry '{entry.FullName}' claims to expand from {entry.CompressedLength} to {entry.Length} bytes; expected at most {MaxCompressionRatio} times (deflate's limit)");
             var data = new byte[entry.Length];
             using (var stream = entry.Open())
             {
