@@ -1,4 +1,4 @@
-using System.Collections.Frozen;
+using System.Collections.Concurrent;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Models;
@@ -23,20 +23,60 @@ public sealed record ModelInfo(string Name, string Family, (long Height, long Wi
     });
 }
 
-/// <summary>Creates any released PolaFormer configuration (and our ViT presets) by name.</summary>
+/// <summary>What a caller may change when building a registered model (null keeps the preset's value).</summary>
+/// <param name="NumClasses">Classes of the classifier (0 = none).</param>
+/// <param name="DropPathRate">Stochastic depth of the last block.</param>
+/// <param name="AttentionTypes">Stage string such as "LLSS" (<see cref="Attention.AttentionRegistry"/>).</param>
+/// <param name="ImageSize">Build size (height, width).</param>
+public sealed record ModelOverrides(long? NumClasses = null, double? DropPathRate = null, string? AttentionTypes = null,
+    (long Height, long Width)? ImageSize = null);
+
+/// <summary>One registered model: its description and how to build it.</summary>
+/// <param name="Info">Name, family, input size, attention string, reported accuracy.</param>
+/// <param name="Create">Builds the model with the caller's overrides on a device and dtype.</param>
+public sealed record ModelRegistration(ModelInfo Info, Func<ModelOverrides, Device?, ScalarType?, Backbone> Create);
+
+/// <summary>
+/// Creates any registered model by name: the released PolaFormer configurations and the ViT presets. Families
+/// register their presets themselves (<see cref="Register"/>, from a module initializer in the family's file), so
+/// this class never changes when a family is added.
+/// </summary>
 /// <example><code>
 /// using var model = ModelRegistry.Create("pola_swin_tiny", numClasses: 10);
 /// </code></example>
 public static class ModelRegistry
 {
-    private sealed record Entry(ModelInfo Info, Func<Overrides, Device?, ScalarType?, Backbone> Factory);
+    private static readonly ConcurrentDictionary<string, ModelRegistration> Entries = new(StringComparer.Ordinal);
 
-    private sealed record Overrides(long? NumClasses, double? DropPathRate, string? AttentionTypes, (long, long)? ImageSize);
+    /// <summary>Adds a model under <see cref="ModelInfo.Name"/>.</summary>
+    /// <exception cref="ArgumentException">The name is taken by another registration.</exception>
+    public static void Register(ModelRegistration registration)
+    {
+        ArgumentNullException.ThrowIfNull(registration);
+        ArgumentException.ThrowIfNullOrWhiteSpace(registration.Info.Name, "registration.Info.Name");
+        var existing = Entries.GetOrAdd(registration.Info.Name, registration);
+        if (!ReferenceEquals(existing, registration) && existing.Info != registration.Info)
+            throw new ArgumentException($"A model named '{registration.Info.Name}' is already registered ({existing.Info.Family}).", nameof(registration));
+    }
 
-    private static readonly FrozenDictionary<string, Entry> Entries = BuildEntries();
+    /// <summary>Registers each preset of a family: <paramref name="build"/> makes the model from the preset's options
+    /// and the caller's overrides.</summary>
+    public static void RegisterFamily<TOptions>(string family, IReadOnlyDictionary<string, TOptions> presets,
+        Func<string, TOptions, ModelInfo> describe, Func<TOptions, ModelOverrides, Device?, ScalarType?, Backbone> build)
+    {
+        ArgumentNullException.ThrowIfNull(presets);
+        ArgumentNullException.ThrowIfNull(describe);
+        ArgumentNullException.ThrowIfNull(build);
+        foreach (var (name, options) in presets)
+        {
+            var info = describe(name, options);
+            if (info.Family != family) throw new ArgumentException($"{name} describes itself as {info.Family}, not {family}.", nameof(describe));
+            Register(new ModelRegistration(info, (overrides, device, dtype) => build(options, overrides, device, dtype)));
+        }
+    }
 
-    /// <summary>Every registered name, in a stable order.</summary>
-    public static IReadOnlyList<string> Names { get; } = Entries.Keys.Order(StringComparer.Ordinal).ToArray();
+    /// <summary>Every registered name, in ordinal order.</summary>
+    public static IReadOnlyList<string> Names => Entries.Keys.Order(StringComparer.Ordinal).ToArray();
 
     /// <summary>Every registered configuration.</summary>
     public static IReadOnlyList<ModelInfo> Models => Names.Select(n => Entries[n].Info).ToArray();
@@ -57,9 +97,9 @@ public static class ModelRegistry
     /// <param name="dtype">Dtype of the parameters.</param>
     public static Backbone Create(string name, long? numClasses = null, double? dropPathRate = null,
         string? attentionTypes = null, (long Height, long Width)? imageSize = null, Device? device = null, ScalarType? dtype = null) =>
-        Find(name).Factory(new Overrides(numClasses, dropPathRate, attentionTypes, imageSize), device, dtype);
+        Find(name).Create(new ModelOverrides(numClasses, dropPathRate, attentionTypes, imageSize), device, dtype);
 
-    private static Entry Find(string name)
+    private static ModelRegistration Find(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
         return Entries.TryGetValue(name, out var entry)
@@ -67,51 +107,9 @@ public static class ModelRegistry
             : throw new ArgumentException($"Unknown model '{name}'. Registered models: {string.Join(", ", Names)}.", nameof(name));
     }
 
-    private static FrozenDictionary<string, Entry> BuildEntries()
-    {
-        var entries = new Dictionary<string, Entry>();
-        var pvtTop1 = new Dictionary<string, double> { ["pola_pvt_tiny"] = 78.8, ["pola_pvt_small"] = 81.9 };
-        foreach (var (name, o) in PolaPvtOptions.Presets)
-        {
-            entries[name] = new Entry(
-                new ModelInfo(name, "PVT", (o.ImageSize, o.ImageSize), o.AttentionTypes, pvtTop1.TryGetValue(name, out var pvt) ? pvt : null),
-                (x, device, dtype) => new PolaPyramidVisionTransformer(o with
-                {
-                    NumClasses = x.NumClasses ?? o.NumClasses,
-                    DropPathRate = x.DropPathRate ?? o.DropPathRate,
-                    AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-                    ImageSize = x.ImageSize is { } s ? SquareSide(s, name) : o.ImageSize,
-                }, device, dtype));
-        }
-        var swinTop1 = new Dictionary<string, double> { ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8 };
-        foreach (var (name, o) in PolaSwinOptions.Presets)
-        {
-            entries[name] = new Entry(
-                new ModelInfo(name, "Swin", (o.ImageSize, o.ImageSize), o.AttentionTypes, swinTop1.TryGetValue(name, out var top1) ? top1 : null),
-                (x, device, dtype) => new PolaSwinTransformer(o with
-                {
-                    NumClasses = x.NumClasses ?? o.NumClasses,
-                    DropPathRate = x.DropPathRate ?? o.DropPathRate,
-                    AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-                    ImageSize = x.ImageSize is { } s ? SquareSide(s, name) : o.ImageSize,
-                }, device, dtype));
-        }
-        foreach (var (name, o) in PolaVitOptions.Presets)
-        {
-            entries[name] = new Entry(
-                new ModelInfo(name, "ViT", o.ImageSize, o.AttentionTypes, null),
-                (x, device, dtype) => new PolaVisionTransformer(o with
-                {
-                    NumClasses = x.NumClasses ?? o.NumClasses,
-                    DropPathRate = x.DropPathRate ?? o.DropPathRate,
-                    AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-                    ImageSize = x.ImageSize ?? o.ImageSize,
-                }, device, dtype));
-        }
-        return entries.ToFrozenDictionary(StringComparer.Ordinal);
-    }
-
-    private static long SquareSide((long Height, long Width) size, string name) => size.Height == size.Width
+    /// <summary>The side of a square build size, for families whose presets are square.</summary>
+    /// <exception cref="ArgumentException">The size is not square.</exception>
+    public static long SquareSide((long Height, long Width) size, string name) => size.Height == size.Width
         ? size.Height
         : throw new ArgumentException($"{name} is built for square images; got imageSize {size.Height} × {size.Width} (it still runs on non-square inputs).", "imageSize");
 }

@@ -228,6 +228,22 @@ public sealed record PolaPvtOptions
 /// </remarks>
 public sealed class PolaPyramidVisionTransformer : Backbone
 {
+    // ImageNet-1k top-1 the authors report for their released checkpoints.
+    private static readonly Dictionary<string, double> ReportedTop1 = new() { ["pola_pvt_tiny"] = 78.8, ["pola_pvt_small"] = 81.9 };
+
+    /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("PVT", PolaPvtOptions.Presets,
+        (name, o) => new ModelInfo(name, "PVT", (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+        (o, x, device, dtype) => new PolaPyramidVisionTransformer(o with
+        {
+            NumClasses = x.NumClasses ?? o.NumClasses,
+            DropPathRate = x.DropPathRate ?? o.DropPathRate,
+            AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
+            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this PVT preset") : o.ImageSize,
+        }, device, dtype));
+
     private const int StageCount = PolaPvtOptions.StageCount;
 
     private readonly PatchEmbed patch_embed1;

@@ -136,6 +136,22 @@ public sealed record PolaSwinOptions
 /// </remarks>
 public sealed class PolaSwinTransformer : Backbone
 {
+    // ImageNet-1k top-1 the authors report for their released checkpoints.
+    private static readonly Dictionary<string, double> ReportedTop1 = new() { ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8 };
+
+    /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("Swin", PolaSwinOptions.Presets,
+        (name, o) => new ModelInfo(name, "Swin", (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+        (o, x, device, dtype) => new PolaSwinTransformer(o with
+        {
+            NumClasses = x.NumClasses ?? o.NumClasses,
+            DropPathRate = x.DropPathRate ?? o.DropPathRate,
+            AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
+            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this Swin preset") : o.ImageSize,
+        }, device, dtype));
+
     private const double LayerNormEps = 1e-5;
 
     private readonly PatchEmbed patch_embed;

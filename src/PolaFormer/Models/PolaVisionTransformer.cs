@@ -87,6 +87,19 @@ public sealed record PolaVitOptions
 /// </summary>
 public sealed class PolaVisionTransformer : Backbone
 {
+    /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("ViT", PolaVitOptions.Presets,
+        (name, o) => new ModelInfo(name, "ViT", o.ImageSize, o.AttentionTypes, null),
+        (o, x, device, dtype) => new PolaVisionTransformer(o with
+        {
+            NumClasses = x.NumClasses ?? o.NumClasses,
+            DropPathRate = x.DropPathRate ?? o.DropPathRate,
+            AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
+            ImageSize = x.ImageSize ?? o.ImageSize,
+        }, device, dtype));
+
     private readonly PatchEmbed patch_embed;
     private readonly Parameter? cls_token;
     private readonly Parameter pos_embed;

@@ -43,4 +43,18 @@ public sealed class ModelRegistryTests : TorchTest
         FluentActions.Invoking(() => ModelRegistry.Create("pola_resnet50"))
             .Should().Throw<ArgumentException>().WithParameterName("name").WithMessage("*'pola_resnet50'*pola_pvt_tiny*");
     }
+
+    [Fact]
+    public void A_family_registered_from_the_test_assembly_is_listed_described_and_built()
+    {
+        // PatchMeanModel registers itself from a module initializer of this assembly; nothing in src/ names it.
+        ModelRegistry.Names.Should().Contain("test_patch_mean");
+        ModelRegistry.Describe("test_patch_mean").Family.Should().Be("PatchMean");
+        using var model = ModelRegistry.Create("test_patch_mean", numClasses: 7, attentionTypes: "SL");
+        model.Should().BeOfType<PatchMeanModel>().Which.Options.AttentionTypes.Should().Be("SL");
+        model.forward(TorchSharp.torch.randn(2, 3, 32, 32)).shape.Should().Equal(2, 7);
+        FluentActions.Invoking(() => ModelRegistry.Register(new ModelRegistration(
+                new ModelInfo("pola_pvt_tiny", "Other", (1, 1), "L", null), (_, _, _) => throw new InvalidOperationException())))
+            .Should().Throw<ArgumentException>().WithMessage("*'pola_pvt_tiny' is already registered (PVT)*");
+    }
 }
