@@ -104,6 +104,11 @@ public sealed class Trainer
             if (oneDnnBefore == true && convolution.OneDnnEnabled == false)
                 _progress.Info("warning: LibTorch's oneDNN convolution is wrong on this CPU; oneDNN switched off for this process (README § Known issues)");
         }
+        if (rank == 0)
+        {
+            var stale = Checkpoints.RemoveStaleTemporaryFiles();
+            if (stale.Count > 0) _progress.Info($"removed {stale.Count} temporary file(s) an interrupted write left in {Checkpoints.Folder}: {string.Join(", ", stale)}");
+        }
         manual_seed(_options.Seed + rank);
 
         // `model` holds the float32 weights the optimiser updates, checkpoints and exports; in float16/bfloat16 the
@@ -120,6 +125,9 @@ public sealed class Trainer
         ddp?.SynchronizeParameters();
         using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay, flat) : null;
         var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
+        _checkpointBytes = EstimateCheckpointBytes(model, ema is not null);
+        // Before any training: a folder that cannot take a checkpoint would otherwise fail only after an epoch.
+        if (rank == 0) Checkpoints.CheckWritable(_checkpointBytes);
 
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
         {
@@ -139,15 +147,18 @@ public sealed class Trainer
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
         string optionsJson = JsonSerializer.Serialize(_options);
-        var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson);
+        string dataFingerprint = DataFingerprint(_data);
+        var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson, DataFingerprint: dataFingerprint);
         string? resumedFrom = null;
         var resumePath = resumeFrom ?? (autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
         if (group is not null && resumeFrom is null) resumePath = group.BroadcastText(resumePath, "the checkpoint to resume from");
         if (resumePath is not null)
         {
+            var recorded = TrainingCheckpoint.ReadState(resumePath);
+            CheckSameRun(resumePath, recorded, dataFingerprint, explicitResume: resumeFrom is not null);
             state = TrainingCheckpoint.Load(resumePath, model, optimizer.Optimizer, ema);
-            if (state.ModelName != _options.Model)
-                throw new ArgumentException($"Checkpoint '{resumePath}' is of model '{state.ModelName}', not '{_options.Model}'.", nameof(resumeFrom));
+            // The options and data of this run from now on; the position and best accuracy come from the checkpoint.
+            state = state with { OptionsJson = optionsJson, DataFingerprint = dataFingerprint };
             resumedFrom = resumePath;
             if (rank > 0) manual_seed(_options.Seed + rank + 1_000_003L * state.GlobalStep); // only rank 0's random state is saved
             _progress.Info($"resumed from {Path.GetFileName(resumePath)}: epoch {state.Epoch + 1}, step {state.StepInEpoch}, global step {state.GlobalStep}");
@@ -241,7 +252,7 @@ public sealed class Trainer
             var path = Save(state, model, optimizer.Optimizer, ema);
             if (rank == 0)
             {
-                if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
+                if (isBest) CopyAtomically(path, Checkpoints.BestPath);
                 MetricsCsv.Write(metricsPath, history);
                 TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model}: {_data.Train.Count} training images, {classes} classes");
             }
@@ -342,11 +353,97 @@ public sealed class Trainer
         var path = Checkpoints.PathFor(state.Epoch, state.StepInEpoch);
         if (_group is not { Rank: > 0 })
         {
-            TrainingCheckpoint.Save(path, state, model, optimizer, ema);
-            Checkpoints.Prune();
+            try
+            {
+                TrainingCheckpoint.Save(path, state, model, optimizer, ema);
+            }
+            catch (IOException e) when (IsDiskFull(e))
+            {
+                // The atomic writer removed its temporary file, so the previous checkpoint is untouched.
+                var previous = Checkpoints.FindResumable()?.Path;
+                long free = Checkpoints.FreeBytes();
+                throw new IOException(
+                    $"The file system of '{Checkpoints.Folder}' is full: checkpoint {Path.GetFileName(path)} needs about {CheckpointFolder.Megabytes(_checkpointBytes)}"
+                    + (free >= 0 ? $", {CheckpointFolder.Megabytes(free)} free" : "")
+                    + (previous is null ? "; no earlier checkpoint exists." : $"; the previous checkpoint {Path.GetFileName(previous)} is intact. Free space and run the same command to continue from it."), e);
+            }
+            // Read back before pruning: only a checkpoint that verifies may replace older ones.
+            TrainingCheckpoint.ReadState(path);
+            Checkpoints.MarkVerified(path);
+            Checkpoints.Prune(m => _progress.Info("warning: " + m));
         }
         _group?.Barrier($"checkpoint {Path.GetFileName(path)} written");
         return path;
+    }
+
+    private long _checkpointBytes;
+
+    /// <summary>Bytes of a checkpoint of <paramref name="model"/>: the float32 weights and buffers, AdamW's two
+    /// moments per weight, the EMA's copy, and a margin for the archive and the random state.</summary>
+    private static long EstimateCheckpointBytes(Backbone model, bool ema)
+    {
+        long parameters = model.parameters().Sum(p => p.numel());
+        long buffers = model.buffers().Sum(b => b.numel());
+        long weights = 4 * (parameters + buffers);
+        return weights * (ema ? 2 : 1) + 4 * 2 * parameters + (1 << 20);
+    }
+
+    /// <summary>ENOSPC / EDQUOT on Unix (the HResult is the errno), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
+    private static bool IsDiskFull(IOException e) => (e.HResult & 0xFFFF) is 28 or 122 or 0x70 or 0x27;
+
+    private static void CopyAtomically(string source, string destination) => AtomicFile.Write(destination, stream =>
+    {
+        using var input = File.OpenRead(source);
+        input.CopyTo(stream);
+    });
+
+    /// <summary>What the run trains on, for <see cref="TrainingState.DataFingerprint"/>.</summary>
+    private static string DataFingerprint(DatasetSplits data) => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"{data.Train.Count} train / {data.Validation.Count} validation images, {data.Recipe.ImageSize} px, classes {string.Join(",", data.Train.ClassNames)}");
+
+    /// <summary>
+    /// Refuses to continue a checkpoint of another run: another model, batch size (the position in the epoch could not
+    /// be mapped), recipe or data, or a finished run, unless the caller asked to continue
+    /// (<see cref="TrainingOptions.ContinueRun"/>, or an explicit checkpoint to resume from for recipe differences).
+    /// </summary>
+    private void CheckSameRun(string path, TrainingState recorded, string dataFingerprint, bool explicitResume)
+    {
+        string name = $"Checkpoint '{path}'";
+        if (recorded.ModelName != _options.Model)
+            throw new ArgumentException($"{name} is of model '{recorded.ModelName}', not '{_options.Model}'; pass --model {recorded.ModelName} or another --output.", "--model");
+        TrainingOptions? theirs;
+        try
+        {
+            theirs = JsonSerializer.Deserialize<TrainingOptions>(recorded.OptionsJson);
+        }
+        catch (JsonException)
+        {
+            theirs = null;
+        }
+        if (theirs is not null && theirs.BatchSize != _options.BatchSize)
+            throw new ArgumentException(
+                $"{name} was written with --batch-size {theirs.BatchSize}; this run asks for --batch-size {_options.BatchSize}. The position in the epoch and the learning-rate schedule are counted in batches, so resume with --batch-size {theirs.BatchSize}, or start afresh in another --output.",
+                "--batch-size");
+        var differences = new List<string>();
+        if (theirs is not null) differences.AddRange(_options.RecipeDifferences(theirs));
+        if (recorded.DataFingerprint is not null && recorded.DataFingerprint != dataFingerprint)
+            differences.Add($"data: {recorded.DataFingerprint} → {dataFingerprint}");
+        bool finished = recorded.Epoch >= _options.Epochs;
+        if (differences.Count > 0)
+        {
+            string list = string.Join("; ", differences);
+            if (!_options.ContinueRun && !explicitResume)
+                throw new ArgumentException(
+                    $"{name} belongs to another run ({list}); pass another --output for a new run, or --continue to continue it with these settings.",
+                    "--output");
+            _progress.Info($"warning: continuing {Path.GetFileName(path)} with other settings: {list}");
+        }
+        else if (finished && !_options.ContinueRun && !explicitResume)
+        {
+            throw new ArgumentException(
+                $"{name} ends a finished run ({recorded.Epoch} of {_options.Epochs} epochs) in '{Checkpoints.Folder}'; its weights are model.safetensors there. Pass another --output for a new run, or --continue with a larger --epochs to train it further.",
+                "--output");
+        }
     }
 
     /// <summary>The global mean loss of the step, and whether any rank was asked to stop.</summary>
