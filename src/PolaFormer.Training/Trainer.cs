@@ -184,7 +184,9 @@ public sealed class Trainer
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
             bool stopAgreed = false; // with several ranks, stopping is decided together so no rank is left waiting
 
-            foreach (var batch in loader.Epoch(epoch, first, group is null ? cancellationToken : CancellationToken.None))
+            // The loader is not given the token: it would end the epoch while waiting for a batch, before the step
+            // boundary where the checkpoint of the steps done so far is written.
+            foreach (var batch in loader.Epoch(epoch, first, CancellationToken.None))
             {
                 using (batch)
                 using (var scope = NewDisposeScope())

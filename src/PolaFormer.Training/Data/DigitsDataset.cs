@@ -59,7 +59,7 @@ public sealed class DigitsDataset : IImageDataset
             using Stream stream = full.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
             data = ReadLimited(stream, full);
         }
-        catch (InvalidDataException e)
+        catch (InvalidDataException e) when (!e.Message.StartsWith($"Digits file '{full}'", StringComparison.Ordinal)) // ReadLimited's own errors pass as they are
         {
             throw new InvalidDataException($"Digits file '{full}' is not valid gzip ({e.Message}); restore it from the repository's samples/data/.", e);
         }
