@@ -94,6 +94,15 @@ public sealed class Trainer
         var dtype = _options.ScalarType;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
+        if (rank == 0)
+        {
+            // Before LibTorch does any work: a folder that takes no files fails at once, with its path named.
+            Checkpoints.CheckWritable(0);
+            var stale = Checkpoints.RemoveStaleTemporaryFiles();
+            if (stale.Count > 0) _progress.Info($"removed {stale.Count} temporary file(s) an interrupted write left in {Checkpoints.Folder}: {string.Join(", ", stale)}");
+        }
+        // An explicit checkpoint is verified before LibTorch does any work, so a bad path or file fails at once.
+        TrainingState? recordedState = resumeFrom is null ? null : TrainingCheckpoint.ReadState(resumeFrom);
         if (device.type == DeviceType.CPU)
         {
             // Some CPUs' oneDNN convolution is wrong (TorchRuntime.VerifyCpuConvolution): train on LibTorch's own then,
@@ -103,11 +112,6 @@ public sealed class Trainer
             if (!convolution.Correct) throw new InvalidOperationException(convolution + "; training on this CPU would compute wrong gradients.");
             if (oneDnnBefore == true && convolution.OneDnnEnabled == false)
                 _progress.Info("warning: LibTorch's oneDNN convolution is wrong on this CPU; oneDNN switched off for this process (README § Known issues)");
-        }
-        if (rank == 0)
-        {
-            var stale = Checkpoints.RemoveStaleTemporaryFiles();
-            if (stale.Count > 0) _progress.Info($"removed {stale.Count} temporary file(s) an interrupted write left in {Checkpoints.Folder}: {string.Join(", ", stale)}");
         }
         manual_seed(_options.Seed + rank);
 
@@ -126,7 +130,7 @@ public sealed class Trainer
         using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay, flat) : null;
         var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
         _checkpointBytes = EstimateCheckpointBytes(model, ema is not null);
-        // Before any training: a folder that cannot take a checkpoint would otherwise fail only after an epoch.
+        // Before any training: a folder without room for a checkpoint would otherwise fail only after an epoch.
         if (rank == 0) Checkpoints.CheckWritable(_checkpointBytes);
 
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
@@ -150,11 +154,13 @@ public sealed class Trainer
         string dataFingerprint = DataFingerprint(_data);
         var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson, DataFingerprint: dataFingerprint);
         string? resumedFrom = null;
-        var resumePath = resumeFrom ?? (autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
+        var found = resumeFrom is null && autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m)) : null;
+        var resumePath = resumeFrom ?? found?.Path;
+        recordedState ??= found?.State;
         if (group is not null && resumeFrom is null) resumePath = group.BroadcastText(resumePath, "the checkpoint to resume from");
         if (resumePath is not null)
         {
-            var recorded = TrainingCheckpoint.ReadState(resumePath);
+            var recorded = recordedState ?? TrainingCheckpoint.ReadState(resumePath);   // ranks > 0 of an auto-resume
             CheckSameRun(resumePath, recorded, dataFingerprint, explicitResume: resumeFrom is not null);
             state = TrainingCheckpoint.Load(resumePath, model, optimizer.Optimizer, ema);
             // The options and data of this run from now on; the position and best accuracy come from the checkpoint.

@@ -26,11 +26,12 @@ public sealed class CheckpointFolder
     {
         // Directory.CreateDirectory on a file or a dangling link throws a bare IOException that does not say which
         // part of the path is wrong; these are the mistakes users make with --output.
+        // A dangling link counts as an existing file for File.Exists on Unix, so it is looked at first.
+        var info = new FileInfo(folder);
+        if (info.LinkTarget is not null && !Directory.Exists(folder) && !File.Exists(info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? folder))
+            throw new IOException($"--output '{folder}' is a symbolic link to '{info.LinkTarget}', which does not exist; create the target folder or pass another --output.");
         if (File.Exists(folder))
             throw new IOException($"--output '{folder}' is a file; expected a folder (existing, or one that can be created).");
-        var info = new FileInfo(folder);
-        if (info.LinkTarget is not null && !Directory.Exists(folder))
-            throw new IOException($"--output '{folder}' is a symbolic link to '{info.LinkTarget}', which does not exist; create the target folder or pass another --output.");
         try
         {
             Directory.CreateDirectory(folder);
