@@ -57,7 +57,7 @@ public sealed class TrainProgramRunSafetyTests : TorchTest, IDisposable
     }
 
     private string[] TrainArgs(string data, string output) =>
-        ["train", "--data", data, "--output", output, "--epochs", "1", "--batch-size", "8", "--workers", "1", "--threads", "1", "--checkpoint-every", "25"];
+        ["train", "--data", data, "--output", output, "--epochs", "1", "--batch-size", "8", "--workers", "1", "--threads", "1", "--checkpoint-every", "25", "--warmup-epochs", "0.5", "--lr", "8e-3"];
 
     [Fact]
     public void Sigterm_leaves_a_resumable_checkpoint_of_the_current_step_and_the_same_command_finishes_the_run()
