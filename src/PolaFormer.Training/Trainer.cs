@@ -367,13 +367,7 @@ public sealed class Trainer
             }
             catch (IOException e) when (IsDiskFull(e))
             {
-                // The atomic writer removed its temporary file, so the previous checkpoint is untouched.
-                var previous = Checkpoints.FindResumable()?.Path;
-                long free = Checkpoints.FreeBytes();
-                throw new IOException(
-                    $"The file system of '{Checkpoints.Folder}' is full: checkpoint {Path.GetFileName(path)} needs about {CheckpointFolder.Megabytes(_checkpointBytes)}"
-                    + (free >= 0 ? $", {CheckpointFolder.Megabytes(free)} free" : "")
-                    + (previous is null ? "; no earlier checkpoint exists." : $"; the previous checkpoint {Path.GetFileName(previous)} is intact. Free space and run the same command to continue from it."), e);
+                throw DiskFull(e, Checkpoints, path, _checkpointBytes);
             }
             // Read back before pruning: only a checkpoint that verifies may replace older ones.
             TrainingCheckpoint.ReadState(path);
@@ -397,7 +391,19 @@ public sealed class Trainer
     }
 
     /// <summary>ENOSPC / EDQUOT on Unix (the HResult is the errno), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
-    private static bool IsDiskFull(IOException e) => (e.HResult & 0xFFFF) is 28 or 122 or 0x70 or 0x27;
+    internal static bool IsDiskFull(IOException e) => (e.HResult & 0xFFFF) is 28 or 122 or 0x70 or 0x27;
+
+    /// <summary>What a full disk means for the run: the size needed, the space free, and the checkpoint that is
+    /// still there (the atomic writer removed its temporary file, so the previous checkpoint is untouched).</summary>
+    internal static IOException DiskFull(IOException e, CheckpointFolder folder, string path, long checkpointBytes)
+    {
+        var previous = folder.FindResumable()?.Path;
+        long free = folder.FreeBytes();
+        return new IOException(
+            $"The file system of '{folder.Folder}' is full: checkpoint {Path.GetFileName(path)} needs about {CheckpointFolder.Megabytes(checkpointBytes)}"
+            + (free >= 0 ? $", {CheckpointFolder.Megabytes(free)} free" : "")
+            + (previous is null ? "; no earlier checkpoint exists." : $"; the previous checkpoint {Path.GetFileName(previous)} is intact. Free space and run the same command to continue from it."), e);
+    }
 
     private static void CopyAtomically(string source, string destination) => AtomicFile.Write(destination, stream =>
     {

@@ -194,6 +194,30 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
     }
 
     [Fact]
+    public void A_full_disk_is_recognised_and_reported_with_the_size_needed_and_the_checkpoint_kept()
+    {
+        // A full file system cannot be made here without privileges (no loop or tmpfs mounts); /dev/full fails every
+        // write with ENOSPC, the error the atomic writer passes up when the disk is full.
+        File.Exists("/dev/full").Should().BeTrue("Linux provides /dev/full");
+        var real = FluentActions.Invoking(() =>
+        {
+            using var full = new FileStream("/dev/full", FileMode.Open, FileAccess.Write);
+            full.Write(new byte[4096]);
+            full.Flush();
+        }).Should().Throw<IOException>().Which;
+        Trainer.IsDiskFull(real).Should().BeTrue(real.Message);
+        Trainer.IsDiskFull(new IOException("No space left on device", 28)).Should().BeTrue();
+        Trainer.IsDiskFull(new IOException("Disk quota exceeded", 122)).Should().BeTrue();
+        Trainer.IsDiskFull(new IOException("Input/output error", 5)).Should().BeFalse();
+
+        Make(Options(epochs: 1), Data(), "run").Run();
+        var folder = new CheckpointFolder(Path.Combine(_root, "run"));
+        var error = Trainer.DiskFull(new IOException("No space left on device", 28), folder, folder.PathFor(1, 3), 123_400_000);
+        error.Message.Should().Match($"The file system of '{folder.Folder}' is full: checkpoint epoch-0001-step-000003.ckpt needs about 123.4 MB, * MB free; the previous checkpoint epoch-0001.ckpt is intact. Free space and run the same command to continue from it.");
+        error.InnerException!.Message.Should().Be("No space left on device");
+    }
+
+    [Fact]
     public void An_output_that_is_a_file_or_a_dangling_link_or_not_writable_or_too_small_is_refused_naming_the_path()
     {
         var file = Path.Combine(_root, "file");
