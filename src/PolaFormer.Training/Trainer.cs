@@ -85,7 +85,14 @@ public sealed class Trainer
     /// <paramref name="autoResume"/>) from the newest good checkpoint in the output folder. When
     /// <paramref name="cancellationToken"/> fires, a checkpoint of the current step is written before
     /// <see cref="OperationCanceledException"/> is thrown, so nothing is lost.
+    /// <para>Before any training the output folder is checked (writable, room for a checkpoint) and temporary files of
+    /// interrupted writes are removed. A checkpoint of another run (model, batch size, recipe or data) or of a finished
+    /// run is refused with the differences named, unless <see cref="TrainingOptions.ContinueRun"/> is set or
+    /// <paramref name="resumeFrom"/> names it (the batch size can never change mid-run).</para>
     /// </summary>
+    /// <exception cref="ArgumentException">The folder holds another or a finished run, or the batch size differs.</exception>
+    /// <exception cref="IOException">The output folder is not writable, or its file system lacks room for a checkpoint.</exception>
+    /// <exception cref="InvalidDataException">The checkpoint to resume from is corrupted (its path is named).</exception>
     public TrainingResult Run(string? resumeFrom = null, bool autoResume = true, CancellationToken cancellationToken = default)
     {
         var group = _group;
