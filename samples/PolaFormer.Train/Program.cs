@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using PolaFormer;
 using PolaFormer.Checkpoints;
 using PolaFormer.Models;
@@ -37,6 +38,7 @@ var threads = new Option<int?>("--threads") { Description = "LibTorch intra-op t
 var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (default: the newest good one in --output)" };
 var pretrained = new Option<string?>("--pretrained") { Description = "Fine-tune from these weights: a model name with released weights, an http(s) URL (downloaded once into the cache, $POLAFORMER_CACHE) or a file; a classifier of another class count is left out" };
 var noAutoResume = new Option<bool>("--no-auto-resume") { Description = "Start afresh even if --output holds checkpoints" };
+var continueRun = new Option<bool>("--continue") { Description = "Continue the run in --output although it is finished or was started with other options or data (otherwise refused, with the differences named)" };
 var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Also checkpoint every N steps inside an epoch (0 = epoch ends only)", DefaultValueFactory = _ => 0 };
 var mixupAlpha = new Option<double?>("--mixup") { Description = "Mixup alpha (default: 0.8; 0 on the bundled digits)" };
 var cutmixAlpha = new Option<double?>("--cutmix") { Description = "CutMix alpha (default: 1.0; 0 on the bundled digits)" };
@@ -54,7 +56,7 @@ var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
 {
     model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
-    modelEmaDecay, output, device, dtype, seed, workers, threads, resume, pretrained, noAutoResume, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
+    modelEmaDecay, output, device, dtype, seed, workers, threads, resume, pretrained, noAutoResume, continueRun, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
     distBackend, distTimeout,
 };
 train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
@@ -93,6 +95,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         Device = parse.GetValue(device)!,
         Dtype = parse.GetValue(dtype)!,
         CheckpointEverySteps = parse.GetValue(checkpointEvery),
+        ContinueRun = parse.GetValue(continueRun),
     };
     var outputFolder = parse.GetValue(output)!;
     int world = group.WorldSize;
@@ -103,7 +106,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     }
 
     using var stop = new CancellationTokenSource();
-    Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); Console.Error.WriteLine("stopping after this step (press again to abort)..."); };
+    using var signals = StopOnSignals(stop);
     // The registry's model with the pretrained weights loaded over its initialisation; a resumed run's checkpoint
     // later replaces them, so resuming a fine-tuning run continues it rather than restarting from the weights.
     Func<long, Device, Backbone>? modelFactory = null;
@@ -157,6 +160,7 @@ eval.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     var splits = Datasets.Open(parse.GetValue(evalData), warning => Console.Error.WriteLine("warning: " + warning));
     var path = parse.GetValue(checkpoint)!;
     var weights = CheckpointWeights.Read(path, out var recordedModel);
+    CheckpointWeights.RequireFinite(weights, path);
     var name = parse.GetValue(evalModel) ?? recordedModel ?? "pola_pvt_tiny";
     var target = Trainer.ParseDevice(parse.GetValue(evalDevice)!);
     long classes = weights.TryGetValue("head.weight", out var head) ? head.shape[0] : splits.Validation.ClassNames.Count;
@@ -164,6 +168,9 @@ eval.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     StateDictLoader.Load(network, weights, strict: true, sourceName: path);
     network.to(target);
     var result = Trainer.Evaluate(network, splits.Validation, ImagePipeline.Eval(splits.Recipe), parse.GetValue(evalBatch), parse.GetValue(evalWorkers), target);
+    if (!double.IsFinite(result.Loss))
+        throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
+            $"Evaluating '{path}' on {splits.Description} gave loss {result.Loss}; expected a finite number (the weights or the data produce non-finite logits)."));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"{name} on {splits.Description}: top-1 {result.Top1:0.00}%, top-5 {result.Top5:0.00}%, loss {result.Loss:0.0000}, {result.Images} images, {result.ImagesPerSecond:0.0} images/s"));
 }));
@@ -200,7 +207,7 @@ static int Run(string? cpuRuntime, Action action)
         Console.Error.WriteLine("stopped; the last checkpoint is in the output folder, run the same command again to continue.");
         return 130;
     }
-    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or HttpRequestException
+    catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or UnauthorizedAccessException or HttpRequestException
                                   or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
@@ -208,9 +215,41 @@ static int Run(string? cpuRuntime, Action action)
     }
 }
 
+// Ctrl+C (SIGINT) and SIGTERM (schedulers, `docker stop`) ask for a checkpoint at the next step boundary; a second
+// one aborts at once, even in the middle of validation, leaving the last checkpoint written (files are replaced
+// atomically, so none is half-written).
+static IDisposable StopOnSignals(CancellationTokenSource stop)
+{
+    int received = 0;
+    void Handle(PosixSignalContext context)
+    {
+        context.Cancel = true; // the runtime would otherwise end the process before a checkpoint is written
+        if (Interlocked.Increment(ref received) == 1)
+        {
+            Console.Error.WriteLine($"{context.Signal}: stopping after this step and writing a checkpoint (send it again to abort without one)...");
+            stop.Cancel();
+            return;
+        }
+        Console.Error.WriteLine($"{context.Signal} again: aborted; the last checkpoint written is in the output folder.");
+        Console.Error.Flush();
+        Environment.Exit(130);
+    }
+    var registrations = new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM }.Select(s => PosixSignalRegistration.Create(s, Handle)).ToList();
+    return new Registrations(registrations);
+}
+
 static void ApplyThreads(int? threads)
 {
     if (threads is null) return;
     if (threads < 1) throw new ArgumentException($"--threads is {threads}; expected at least 1.", "--threads");
     set_num_threads(threads.Value);
+}
+
+/// <summary>Disposes the signal handlers together.</summary>
+internal sealed class Registrations(IReadOnlyList<IDisposable> items) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var item in items) item.Dispose();
+    }
 }

@@ -85,7 +85,14 @@ public sealed class Trainer
     /// <paramref name="autoResume"/>) from the newest good checkpoint in the output folder. When
     /// <paramref name="cancellationToken"/> fires, a checkpoint of the current step is written before
     /// <see cref="OperationCanceledException"/> is thrown, so nothing is lost.
+    /// <para>Before any training the output folder is checked (writable, room for a checkpoint) and temporary files of
+    /// interrupted writes are removed. A checkpoint of another run (model, batch size, recipe or data) or of a finished
+    /// run is refused with the differences named, unless <see cref="TrainingOptions.ContinueRun"/> is set or
+    /// <paramref name="resumeFrom"/> names it (the batch size can never change mid-run).</para>
     /// </summary>
+    /// <exception cref="ArgumentException">The folder holds another or a finished run, or the batch size differs.</exception>
+    /// <exception cref="IOException">The output folder is not writable, or its file system lacks room for a checkpoint.</exception>
+    /// <exception cref="InvalidDataException">The checkpoint to resume from is corrupted (its path is named).</exception>
     public TrainingResult Run(string? resumeFrom = null, bool autoResume = true, CancellationToken cancellationToken = default)
     {
         var group = _group;
@@ -94,6 +101,15 @@ public sealed class Trainer
         var dtype = _options.ScalarType;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
+        if (rank == 0)
+        {
+            // Before LibTorch does any work: a folder that takes no files fails at once, with its path named.
+            Checkpoints.CheckWritable(0);
+            var stale = Checkpoints.RemoveStaleTemporaryFiles();
+            if (stale.Count > 0) _progress.Info($"removed {stale.Count} temporary file(s) an interrupted write left in {Checkpoints.Folder}: {string.Join(", ", stale)}");
+        }
+        // An explicit checkpoint is verified before LibTorch does any work, so a bad path or file fails at once.
+        TrainingState? recordedState = resumeFrom is null ? null : TrainingCheckpoint.ReadState(resumeFrom);
         if (device.type == DeviceType.CPU)
         {
             // Some CPUs' oneDNN convolution is wrong (TorchRuntime.VerifyCpuConvolution): train on LibTorch's own then,
@@ -120,6 +136,9 @@ public sealed class Trainer
         ddp?.SynchronizeParameters();
         using var ema = _options.ModelEma ? new ModelEma(CreateModel(classes, device), model, _options.ModelEmaDecay, flat) : null;
         var scaler = dtype == ScalarType.Float16 ? new DynamicLossScaler() : null;
+        _checkpointBytes = EstimateCheckpointBytes(model, ema is not null);
+        // Before any training: a folder without room for a checkpoint would otherwise fail only after an epoch.
+        if (rank == 0) Checkpoints.CheckWritable(_checkpointBytes);
 
         var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
         {
@@ -139,15 +158,20 @@ public sealed class Trainer
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
         string optionsJson = JsonSerializer.Serialize(_options);
-        var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson);
+        string dataFingerprint = DataFingerprint(_data);
+        var state = new TrainingState(_options.Model, 0, 0, 0, -1, optionsJson, DataFingerprint: dataFingerprint);
         string? resumedFrom = null;
-        var resumePath = resumeFrom ?? (autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m))?.Path : null);
+        var found = resumeFrom is null && autoResume && rank == 0 ? Checkpoints.FindResumable(m => _progress.Info("warning: " + m)) : null;
+        var resumePath = resumeFrom ?? found?.Path;
+        recordedState ??= found?.State;
         if (group is not null && resumeFrom is null) resumePath = group.BroadcastText(resumePath, "the checkpoint to resume from");
         if (resumePath is not null)
         {
+            var recorded = recordedState ?? TrainingCheckpoint.ReadState(resumePath);   // ranks > 0 of an auto-resume
+            CheckSameRun(resumePath, recorded, dataFingerprint, explicitResume: resumeFrom is not null);
             state = TrainingCheckpoint.Load(resumePath, model, optimizer.Optimizer, ema);
-            if (state.ModelName != _options.Model)
-                throw new ArgumentException($"Checkpoint '{resumePath}' is of model '{state.ModelName}', not '{_options.Model}'.", nameof(resumeFrom));
+            // The options and data of this run from now on; the position and best accuracy come from the checkpoint.
+            state = state with { OptionsJson = optionsJson, DataFingerprint = dataFingerprint };
             resumedFrom = resumePath;
             if (rank > 0) manual_seed(_options.Seed + rank + 1_000_003L * state.GlobalStep); // only rank 0's random state is saved
             _progress.Info($"resumed from {Path.GetFileName(resumePath)}: epoch {state.Epoch + 1}, step {state.StepInEpoch}, global step {state.GlobalStep}");
@@ -173,7 +197,9 @@ public sealed class Trainer
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
             bool stopAgreed = false; // with several ranks, stopping is decided together so no rank is left waiting
 
-            foreach (var batch in loader.Epoch(epoch, first, group is null ? cancellationToken : CancellationToken.None))
+            // The loader is not given the token: it would end the epoch while waiting for a batch, before the step
+            // boundary where the checkpoint of the steps done so far is written.
+            foreach (var batch in loader.Epoch(epoch, first, CancellationToken.None))
             {
                 using (batch)
                 using (var scope = NewDisposeScope())
@@ -241,7 +267,7 @@ public sealed class Trainer
             var path = Save(state, model, optimizer.Optimizer, ema);
             if (rank == 0)
             {
-                if (isBest) File.Copy(path, Checkpoints.BestPath, overwrite: true);
+                if (isBest) CopyAtomically(path, Checkpoints.BestPath);
                 MetricsCsv.Write(metricsPath, history);
                 TrainingPlot.Write(Path.Combine(Checkpoints.Folder, "training.png"), history, $"{_options.Model}: {_data.Train.Count} training images, {classes} classes");
             }
@@ -342,11 +368,103 @@ public sealed class Trainer
         var path = Checkpoints.PathFor(state.Epoch, state.StepInEpoch);
         if (_group is not { Rank: > 0 })
         {
-            TrainingCheckpoint.Save(path, state, model, optimizer, ema);
-            Checkpoints.Prune();
+            try
+            {
+                TrainingCheckpoint.Save(path, state, model, optimizer, ema);
+            }
+            catch (IOException e) when (IsDiskFull(e))
+            {
+                throw DiskFull(e, Checkpoints, path, _checkpointBytes);
+            }
+            // Read back before pruning: only a checkpoint that verifies may replace older ones.
+            TrainingCheckpoint.ReadState(path);
+            Checkpoints.MarkVerified(path);
+            Checkpoints.Prune(m => _progress.Info("warning: " + m));
         }
         _group?.Barrier($"checkpoint {Path.GetFileName(path)} written");
         return path;
+    }
+
+    private long _checkpointBytes;
+
+    /// <summary>Bytes of a checkpoint of <paramref name="model"/>: the float32 weights and buffers, AdamW's two
+    /// moments per weight, the EMA's copy, and a margin for the archive and the random state.</summary>
+    private static long EstimateCheckpointBytes(Backbone model, bool ema)
+    {
+        long parameters = model.parameters().Sum(p => p.numel());
+        long buffers = model.buffers().Sum(b => b.numel());
+        long weights = 4 * (parameters + buffers);
+        return weights * (ema ? 2 : 1) + 4 * 2 * parameters + (1 << 20);
+    }
+
+    /// <summary>ENOSPC / EDQUOT on Unix (the HResult is the errno), ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
+    internal static bool IsDiskFull(IOException e) => (e.HResult & 0xFFFF) is 28 or 122 or 0x70 or 0x27;
+
+    /// <summary>What a full disk means for the run: the size needed, the space free, and the checkpoint that is
+    /// still there (the atomic writer removed its temporary file, so the previous checkpoint is untouched).</summary>
+    internal static IOException DiskFull(IOException e, CheckpointFolder folder, string path, long checkpointBytes)
+    {
+        var previous = folder.FindResumable()?.Path;
+        long free = folder.FreeBytes();
+        return new IOException(
+            $"The file system of '{folder.Folder}' is full: checkpoint {Path.GetFileName(path)} needs about {CheckpointFolder.Megabytes(checkpointBytes)}"
+            + (free >= 0 ? $", {CheckpointFolder.Megabytes(free)} free" : "")
+            + (previous is null ? "; no earlier checkpoint exists." : $"; the previous checkpoint {Path.GetFileName(previous)} is intact. Free space and run the same command to continue from it."), e);
+    }
+
+    private static void CopyAtomically(string source, string destination) => AtomicFile.Write(destination, stream =>
+    {
+        using var input = File.OpenRead(source);
+        input.CopyTo(stream);
+    });
+
+    /// <summary>What the run trains on, for <see cref="TrainingState.DataFingerprint"/>.</summary>
+    private static string DataFingerprint(DatasetSplits data) => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"{data.Train.Count} train / {data.Validation.Count} validation images, {data.Recipe.ImageSize} px, classes {string.Join(",", data.Train.ClassNames)}");
+
+    /// <summary>
+    /// Refuses to continue a checkpoint of another run: another model, batch size (the position in the epoch could not
+    /// be mapped), recipe or data, or a finished run, unless the caller asked to continue
+    /// (<see cref="TrainingOptions.ContinueRun"/>, or an explicit checkpoint to resume from for recipe differences).
+    /// </summary>
+    private void CheckSameRun(string path, TrainingState recorded, string dataFingerprint, bool explicitResume)
+    {
+        string name = $"Checkpoint '{path}'";
+        if (recorded.ModelName != _options.Model)
+            throw new ArgumentException($"{name} is of model '{recorded.ModelName}', not '{_options.Model}'; pass --model {recorded.ModelName} or another --output.", "--model");
+        TrainingOptions? theirs;
+        try
+        {
+            theirs = JsonSerializer.Deserialize<TrainingOptions>(recorded.OptionsJson);
+        }
+        catch (JsonException)
+        {
+            theirs = null;
+        }
+        if (theirs is not null && theirs.BatchSize != _options.BatchSize)
+            throw new ArgumentException(
+                $"{name} was written with --batch-size {theirs.BatchSize}; this run asks for --batch-size {_options.BatchSize}. The position in the epoch and the learning-rate schedule are counted in batches, so resume with --batch-size {theirs.BatchSize}, or start afresh in another --output.",
+                "--batch-size");
+        var differences = new List<string>();
+        if (theirs is not null) differences.AddRange(_options.RecipeDifferences(theirs));
+        if (recorded.DataFingerprint is not null && recorded.DataFingerprint != dataFingerprint)
+            differences.Add($"data: {recorded.DataFingerprint} → {dataFingerprint}");
+        bool finished = recorded.Epoch >= _options.Epochs;
+        if (differences.Count > 0)
+        {
+            string list = string.Join("; ", differences);
+            if (!_options.ContinueRun && !explicitResume)
+                throw new ArgumentException(
+                    $"{name} belongs to another run ({list}); pass another --output for a new run, or --continue to continue it with these settings.",
+                    "--output");
+            _progress.Info($"warning: continuing {Path.GetFileName(path)} with other settings: {list}");
+        }
+        else if (finished && !_options.ContinueRun && !explicitResume)
+        {
+            throw new ArgumentException(
+                $"{name} ends a finished run ({recorded.Epoch} of {_options.Epochs} epochs) in '{Checkpoints.Folder}'; its weights are model.safetensors there. Pass another --output for a new run, or --continue with a larger --epochs to train it further.",
+                "--output");
+        }
     }
 
     /// <summary>The global mean loss of the step, and whether any rank was asked to stop.</summary>

@@ -84,6 +84,42 @@ public sealed record TrainingOptions
     /// <summary>Batch size of validation (0 = twice <see cref="BatchSize"/>).</summary>
     public int EvalBatchSize { get; init; }
 
+    /// <summary>Continue the run found in the output folder although it is finished or was started with other
+    /// options or data (the differences are reported). Off: such a folder is refused with the differences named, so
+    /// a run is never silently continued as another. The batch size cannot change mid-run either way.</summary>
+    public bool ContinueRun { get; init; }
+
+    /// <summary>Options that do not change what a run computes (where and how fast it runs, how often it
+    /// checkpoints): they may differ between a run and its continuation.</summary>
+    internal static IReadOnlySet<string> OperationalOptions { get; } = new HashSet<string>(StringComparer.Ordinal)
+    {
+        nameof(Workers), nameof(Device), nameof(EvalBatchSize), nameof(CheckpointEverySteps), nameof(KeepCheckpoints), nameof(ContinueRun),
+    };
+
+    /// <summary>The options that differ from <paramref name="other"/> and change what a run computes, as
+    /// "Name: other → this" lines.</summary>
+    internal IReadOnlyList<string> RecipeDifferences(TrainingOptions other)
+    {
+        var differences = new List<string>();
+        foreach (var property in typeof(TrainingOptions).GetProperties())
+        {
+            if (!property.CanRead || property.GetIndexParameters().Length > 0 || OperationalOptions.Contains(property.Name)
+                || property.Name == nameof(ScalarType) || property.GetMethod!.IsStatic) continue;
+            object? mine = property.GetValue(this), theirs = property.GetValue(other);
+            if (!Equals(mine, theirs))
+                differences.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{property.Name} {Show(theirs)} → {Show(mine)}"));
+        }
+        return differences;
+
+        static string Show(object? value) => value switch
+        {
+            null => "(none)",
+            string s => $"'{s}'",
+            IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+            _ => value.ToString() ?? "",
+        };
+    }
+
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first option that is out of range.</summary>
     public void Validate()
     {

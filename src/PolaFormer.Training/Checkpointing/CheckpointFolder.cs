@@ -8,14 +8,122 @@ namespace PolaFormer.Training.Checkpointing;
 /// </summary>
 public sealed class CheckpointFolder
 {
+    private readonly HashSet<string> _verified = new(StringComparer.Ordinal);
+
     /// <summary>Uses <paramref name="folder"/> (created when missing).</summary>
+    /// <exception cref="IOException">The path is a file, a dangling symbolic link, or cannot be created as a folder;
+    /// the message names the path.</exception>
     public CheckpointFolder(string folder, int keep = 2)
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (keep < 1) throw new ArgumentOutOfRangeException(nameof(keep), keep, "keep must be at least 1.");
         Folder = Path.GetFullPath(folder);
         Keep = keep;
-        Directory.CreateDirectory(Folder);
+        CreateFolder(Folder);
+    }
+
+    private static void CreateFolder(string folder)
+    {
+        // Directory.CreateDirectory on a file or a dangling link throws a bare IOException that does not say which
+        // part of the path is wrong; these are the mistakes users make with --output.
+        // A dangling link counts as an existing file for File.Exists on Unix, so it is looked at first.
+        var info = new FileInfo(folder);
+        if (info.LinkTarget is not null && !Directory.Exists(folder) && !File.Exists(info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? folder))
+            throw new IOException($"--output '{folder}' is a symbolic link to '{info.LinkTarget}', which does not exist; create the target folder or pass another --output.");
+        if (File.Exists(folder))
+            throw new IOException($"--output '{folder}' is a file; expected a folder (existing, or one that can be created).");
+        try
+        {
+            Directory.CreateDirectory(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"--output '{folder}' cannot be created as a folder ({e.Message}); pass a folder you can write to.", e);
+        }
+    }
+
+    /// <summary>
+    /// Checks, before any training, that the folder takes files and has room for one more checkpoint of about
+    /// <paramref name="checkpointBytes"/> bytes, so a run does not fail only after its first epoch.
+    /// </summary>
+    /// <exception cref="IOException">The folder is not writable, or its file system has less free space than
+    /// needed; the message names the folder and both sizes.</exception>
+    public void CheckWritable(long checkpointBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(checkpointBytes);
+        var probe = Path.Combine(Folder, $".write-probe.{Environment.ProcessId}.tmp");
+        try
+        {
+            File.WriteAllBytes(probe, [1]);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"--output '{Folder}' is not writable ({e.Message}); pass a folder you can write to.", e);
+        }
+        long free = FreeBytes();
+        // An atomic write needs the new file beside the old one until the rename.
+        if (free >= 0 && free < checkpointBytes)
+            throw new IOException(string.Create(CultureInfo.InvariantCulture,
+                $"--output '{Folder}' has {Megabytes(free)} free; a checkpoint needs about {Megabytes(checkpointBytes)}. Free space or pass another --output."));
+    }
+
+    /// <summary>Free bytes on the folder's file system, or −1 when the system does not say.</summary>
+    public long FreeBytes()
+    {
+        try
+        {
+            return new DriveInfo(Folder).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            return -1;
+        }
+    }
+
+    internal static string Megabytes(long bytes) => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1e6:0.#} MB");
+
+    /// <summary>
+    /// Deletes temporary files that an interrupted write (kill -9, power loss) left behind: <c>.*.tmp</c> files of
+    /// the atomic writer whose process is gone. Call it before this process writes into the folder. Returns the
+    /// names removed.
+    /// </summary>
+    public IReadOnlyList<string> RemoveStaleTemporaryFiles()
+    {
+        var removed = new List<string>();
+        foreach (var path in Directory.EnumerateFiles(Folder, ".*.tmp"))
+        {
+            // The writer puts its process id in the name (.<file>.<pid>.<guid>.tmp): another living process's file
+            // is being written right now. This process has written nothing yet when a run starts, so a file with
+            // its own id (a reused id after kill -9) is stale too.
+            var parts = Path.GetFileName(path).Split('.');
+            if (parts.Length >= 4 && int.TryParse(parts[^3], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+                && pid != Environment.ProcessId && IsAlive(pid))
+                continue;
+            try
+            {
+                File.Delete(path);
+                removed.Add(Path.GetFileName(path));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Another process may be finishing it; it is removed on a later start.
+            }
+        }
+        return removed;
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The output folder.</summary>
@@ -50,10 +158,54 @@ public sealed class CheckpointFolder
         return null;
     }
 
-    /// <summary>Deletes periodic checkpoints beyond the newest <see cref="Keep"/>.</summary>
-    public void Prune()
+    /// <summary>
+    /// Deletes periodic checkpoints beyond the newest <see cref="Keep"/> that verify. Files that do not verify are
+    /// neither counted nor deleted when named newer than the newest good one (they may be another writer's, and a
+    /// broken file named newer must not push the good ones out); older broken ones are deleted, since a good newer
+    /// checkpoint replaces them. A folder without a checkpoint that verifies is left as it is.
+    /// </summary>
+    /// <param name="warn">Receives one line per broken checkpoint that is left in place.</param>
+    public void Prune(Action<string>? warn = null)
     {
-        foreach (var old in Periodic().Skip(Keep)) File.Delete(old);
+        int good = 0;
+        foreach (var path in Periodic())
+        {
+            bool verified = Verifies(path);
+            if (good == 0 && !verified)
+            {
+                warn?.Invoke($"{Path.GetFileName(path)} in '{Folder}' does not verify as a checkpoint; left in place, not counted among the {Keep} kept");
+                continue;
+            }
+            if (verified && good < Keep)
+            {
+                good++;
+                continue;
+            }
+            File.Delete(path);
+            lock (_verified) _verified.Remove(path);
+        }
+    }
+
+    /// <summary>Records that <paramref name="path"/> was just written and verified, so pruning need not read it again.</summary>
+    internal void MarkVerified(string path)
+    {
+        lock (_verified) _verified.Add(Path.GetFullPath(path));
+    }
+
+    private bool Verifies(string path)
+    {
+        lock (_verified)
+            if (_verified.Contains(path)) return true;
+        try
+        {
+            TrainingCheckpoint.ReadState(path);
+            MarkVerified(path);
+            return true;
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
     }
 
     /// <summary>

@@ -19,8 +19,10 @@ namespace PolaFormer.Training.Checkpointing;
 /// <param name="EpochLossSum">Sum of the training loss × batch size over the batches of <paramref name="Epoch"/>
 /// done so far, so a resumed epoch reports the same mean loss as an uninterrupted one.</param>
 /// <param name="EpochSamples">Training samples of <paramref name="Epoch"/> done so far.</param>
+/// <param name="DataFingerprint">What the run trains on (image counts, classes, image size), so a folder is not
+/// continued on other data; null in checkpoints written before it was recorded.</param>
 public sealed record TrainingState(string ModelName, int Epoch, int StepInEpoch, long GlobalStep, double BestTop1, string OptionsJson,
-    double EpochLossSum = 0, long EpochSamples = 0);
+    double EpochLossSum = 0, long EpochSamples = 0, string? DataFingerprint = null);
 
 /// <summary>
 /// One file holding everything a run needs to continue exactly where it stopped: model, optimiser, EMA weights,

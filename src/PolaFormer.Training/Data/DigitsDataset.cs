@@ -57,11 +57,9 @@ public sealed class DigitsDataset : IImageDataset
         {
             using var file = File.OpenRead(full);
             using Stream stream = full.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
-            using var buffer = new MemoryStream();
-            stream.CopyTo(buffer);
-            data = buffer.ToArray();
+            data = ReadLimited(stream, full);
         }
-        catch (InvalidDataException e)
+        catch (InvalidDataException e) when (!e.Message.StartsWith($"Digits file '{full}'", StringComparison.Ordinal)) // ReadLimited's own errors pass as they are
         {
             throw new InvalidDataException($"Digits file '{full}' is not valid gzip ({e.Message}); restore it from the repository's samples/data/.", e);
         }
@@ -90,6 +88,37 @@ public sealed class DigitsDataset : IImageDataset
                 throw new InvalidDataException($"Digits file '{full}' record {first + i} has label {labels[i]}; labels must be 0..9.");
         var pixels = data.AsSpan(headerSize + (int)count + first * imageBytes, n * imageBytes).ToArray();
         return new DigitsDataset(full, split, first, (int)width, (int)height, labels, pixels);
+    }
+
+    /// <summary>The most bytes a digits file may hold once decompressed (the bundled one holds 7.9 MB).</summary>
+    public const long MaxBytes = 1L << 30;
+
+    /// <summary>
+    /// Reads the header, then exactly the bytes it declares, never more than <see cref="MaxBytes"/>: a small gzip
+    /// file can inflate to gigabytes, so the size must be bounded before it is read, not after.
+    /// </summary>
+    private static byte[] ReadLimited(Stream stream, string full)
+    {
+        const int headerSize = 28;
+        var header = new byte[headerSize];
+        int got = stream.ReadAtLeast(header, headerSize, throwOnEndOfStream: false);
+        if (got < headerSize || Encoding.ASCII.GetString(header, 0, 8) != "PFDIGITS")
+            throw new InvalidDataException($"Digits file '{full}' does not start with the PFDIGITS magic; restore it from the repository's samples/data/.");
+        long count = BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(12));
+        long height = BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(16));
+        long width = BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(20));
+        long expected = headerSize + count + count * height * width;
+        if (expected > MaxBytes)
+            throw new InvalidDataException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"Digits file '{full}' declares {count} images of {width}×{height} ({expected:N0} bytes); expected at most {MaxBytes:N0} bytes. Restore it from the repository's samples/data/."));
+        // One byte more than declared, so a file with trailing data is still reported as inconsistent below.
+        var data = new byte[expected + 1];
+        header.CopyTo(data, 0);
+        int length = headerSize + stream.ReadAtLeast(data.AsSpan(headerSize), data.Length - headerSize, throwOnEndOfStream: false);
+        if (length > expected)
+            throw new InvalidDataException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"Digits file '{full}' holds more than the {expected:N0} bytes its header declares ({count} images of {width}×{height}); restore it from the repository's samples/data/."));
+        return data.AsSpan(0, length).ToArray();
     }
 
     /// <summary>

@@ -80,7 +80,7 @@ public sealed class ImageFolderDataset : IImageDataset
             if (!labelOf.TryGetValue(folder, out int label))
                 throw new InvalidDataException(
                     $"Class folder '{dir}' is not one of the {names.Length} training classes; remove it or add the class to the training set.");
-            var files = Directory.EnumerateFiles(dir, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.Hidden })
+            var files = ListFiles(dir, warn)
                 .Where(IsImageFile)
                 .OrderBy(f => Path.GetDirectoryName(f), StringComparer.Ordinal)
                 .ThenBy(Path.GetFileName, StringComparer.Ordinal)
@@ -143,6 +143,58 @@ public sealed class ImageFolderDataset : IImageDataset
         if (_unreadable.TryAdd(index, true))
             _warn($"warning: skipping unreadable image '{_paths[index]}' (not a decodable JPEG/PNG); {_unreadable.Count} skipped so far.");
     }
+
+    /// <summary>
+    /// The files under <paramref name="classDir"/>, recursively, hidden ones skipped. Symbolic links to folders are
+    /// followed once: a link back to the folder itself or one above it (a loop, which would list the same images
+    /// again and again, and those of other classes under this class) or to a folder already listed is skipped with
+    /// a warning naming it.
+    /// </summary>
+    private static List<string> ListFiles(string classDir, Action<string> warn)
+    {
+        var files = new List<string>();
+        var listed = new HashSet<string>(StringComparer.Ordinal);
+        var pending = new Stack<(string Path, string Real, string[] Chain)>();
+        string rootReal = RealPath(classDir, classDir);
+        pending.Push((classDir, rootReal, [rootReal, Path.GetFullPath(classDir)]));
+        var options = new EnumerationOptions { AttributesToSkip = FileAttributes.Hidden, IgnoreInaccessible = false };
+        while (pending.Count > 0)
+        {
+            var (dir, real, chain) = pending.Pop();
+            if (!listed.Add(real)) continue;
+            files.AddRange(Directory.EnumerateFiles(dir, "*", options));
+            foreach (var sub in Directory.EnumerateDirectories(dir, "*", options))
+            {
+                var subReal = RealPath(sub, Path.Combine(real, Path.GetFileName(sub)));
+                string? loop = chain.FirstOrDefault(ancestor => IsSameOrBelow(subReal, ancestor));
+                if (loop is not null)
+                {
+                    warn($"warning: skipping '{sub}': a symbolic link to '{subReal}', a folder above it (a loop); its images are listed once already.");
+                    continue;
+                }
+                if (listed.Contains(subReal))
+                {
+                    warn($"warning: skipping '{sub}': a symbolic link to '{subReal}', which is listed already.");
+                    continue;
+                }
+                pending.Push((sub, subReal, [.. chain, subReal]));
+            }
+        }
+        return files;
+    }
+
+    /// <summary>A folder's target when it is a symbolic link, else <paramref name="realIfNotLink"/>.</summary>
+    private static string RealPath(string dir, string realIfNotLink)
+    {
+        var info = new DirectoryInfo(dir);
+        if (info.LinkTarget is null) return Path.TrimEndingDirectorySeparator(Path.GetFullPath(realIfNotLink));
+        var target = info.ResolveLinkTarget(returnFinalTarget: true);
+        return Path.TrimEndingDirectorySeparator(Path.GetFullPath(target?.FullName ?? realIfNotLink));
+    }
+
+    private static bool IsSameOrBelow(string ancestor, string path) =>
+        path.Equals(ancestor, StringComparison.Ordinal)
+        || path.StartsWith(Path.TrimEndingDirectorySeparator(ancestor) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
     private static bool IsImageFile(string path)
     {

@@ -38,6 +38,32 @@ public static class TrainProgram
         return (process.ExitCode, output.Result, error.Result);
     }
 
+    /// <summary>Starts the program with <paramref name="args"/> without waiting; standard output and error are
+    /// collected into the returned builders as they arrive.</summary>
+    public static (Process Process, System.Text.StringBuilder Out, System.Text.StringBuilder Error) Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path());
+        foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var name in LaunchVariables) start.Environment.Remove(name);
+        var process = new Process { StartInfo = start };
+        System.Text.StringBuilder output = new(), error = new();
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (error) error.AppendLine(e.Data); };
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return (process, output, error);
+    }
+
+    /// <summary>Sends a POSIX signal (e.g. "TERM", "INT") to <paramref name="process"/> with kill(1).</summary>
+    public static void Signal(Process process, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { "-" + signal, process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) } })!;
+        kill.WaitForExit();
+        kill.ExitCode.Should().Be(0, $"kill -{signal} {process.Id} must reach the program");
+    }
+
     /// <summary>A failure is one line on standard error that starts with "error: ", and a non-zero exit.</summary>
     public static void ShouldFailWithOneLine((int Exit, string Out, string Error) result, string expected)
     {
