@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every golden conformance test and prints the worst scaled error of each case (the README's table).
+# Runs every golden conformance test and prints the worst scaled error of each case (the table in docs/evidence.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash eng/prerequisites.sh >/dev/null
