@@ -149,7 +149,7 @@ public sealed class PolaLinearAttention : TokenAttention
         if (sr is not null)
         {
             var grid = x.permute(0, 2, 1).reshape(batch, channels, height, width);
-            var reduced = sr.forward(grid);
+            var reduced = sr.call(grid);
             (reducedHeight, reducedWidth) = (reduced.shape[2], reduced.shape[3]);
             kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
         }
@@ -184,7 +184,7 @@ public sealed class PolaLinearAttention : TokenAttention
 
         var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
             Implementation, paddingMask, Precision);
-        var output = proj_drop.forward(proj.forward(attended));
+        var output = proj_drop.call(proj.call(attended));
         return output.MoveToOuterDisposeScope();
     }
 

@@ -126,7 +126,7 @@ public sealed class PolaWindowAttention : TokenAttention
         var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width);
         var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
             Implementation, paddingMask, Precision);
-        var output = proj_drop.forward(proj.forward(attended));
+        var output = proj_drop.call(proj.call(attended));
         return output.MoveToOuterDisposeScope();
     }
 

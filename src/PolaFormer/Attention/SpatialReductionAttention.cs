@@ -97,7 +97,7 @@ public sealed class SpatialReductionAttention : TokenAttention
         Tensor kvInput = x;
         if (sr is not null)
         {
-            var reduced = sr.forward(x.permute(0, 2, 1).reshape(batch, channels, height, width));
+            var reduced = sr.call(x.permute(0, 2, 1).reshape(batch, channels, height, width));
             kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
         }
         var parts = kv.forward(kvInput).reshape(batch, -1, 2, heads, headDim).permute(2, 0, 3, 1, 4).unbind(0);
@@ -106,8 +106,8 @@ public sealed class SpatialReductionAttention : TokenAttention
         var attn = query.matmul(key.transpose(-2, -1)) * _scale;
         if (paddingMask is not null)
             attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(-100.0).unsqueeze(1).unsqueeze(1);
-        attn = attn_drop.forward(attn.softmax(-1));
+        attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(value).transpose(1, 2).reshape(batch, tokens, channels);
-        return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();
+        return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();
     }
 }

@@ -123,9 +123,9 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
         }
         if (paddingMask is not null)
             attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(PaddingBias).unsqueeze(1).unsqueeze(1);
-        attn = attn_drop.forward(attn.softmax(-1));
+        attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(v).transpose(1, 2).reshape(batch, tokens, channels);
-        return proj_drop.forward(proj.forward(output)).MoveToOuterDisposeScope();
+        return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();
     }
 
     // The table for a window of side `window`, and the index into it (cached per window and device).

@@ -41,7 +41,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = drop.forward(act.forward(fc1.forward(x)));
-        return drop.forward(fc2.forward(h)).MoveToOuterDisposeScope();
+        var h = drop.call(act.call(fc1.call(x)));
+        return drop.call(fc2.call(h)).MoveToOuterDisposeScope();
     }
 }

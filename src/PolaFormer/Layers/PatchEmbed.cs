@@ -58,8 +58,8 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
         if (h < PatchSize || w < PatchSize)
             throw new ArgumentException($"x is {h} × {w}; both sides must be at least the patch size {PatchSize}.", nameof(x));
         using var scope = NewDisposeScope();
-        var tokens = proj.forward(x).flatten(2).transpose(1, 2);
-        if (norm is not null) tokens = norm.forward(tokens);
+        var tokens = proj.call(x).flatten(2).transpose(1, 2);
+        if (norm is not null) tokens = norm.call(tokens);
         return (tokens.MoveToOuterDisposeScope(), h / PatchSize, w / PatchSize);
     }
 }

@@ -363,7 +363,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     }
 
     /// <inheritdoc />
-    protected override Tensor Classify(Tensor pooled) => head.forward(pooled);
+    protected override Tensor Classify(Tensor pooled) => head.call(pooled);
 
     /// <inheritdoc />
     /// <remarks>Entry i is the output of stage i + 1 as a map (B, C_i, H/(patch·2^i), W/(patch·2^i)); with
@@ -416,18 +416,18 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         {
             var (tokens, height, width) = PatchEmbedAt(i).Embed(x);
             Observe($"patch_embed{i + 1}", tokens);
-            tokens = PosDropAt(i).forward(tokens + PositionEmbedding(i, height, width));
+            tokens = PosDropAt(i).call(tokens + PositionEmbedding(i, height, width));
             int j = 0;
             foreach (var block in BlocksAt(i))
             {
-                tokens = block.forward(tokens, height, width);
+                tokens = block.call(tokens, height, width);
                 Observe($"block{i + 1}.{j++}", tokens);
             }
             bool last = i == StageCount - 1;
             Tensor? map = null;
             if (wanted?.Contains(i) == true)
             {
-                map = ToMap(last && norm ? this.norm.forward(tokens) : tokens, batch, height, width);
+                map = ToMap(last && norm ? this.norm.call(tokens) : tokens, batch, height, width);
                 maps!.Add(map);
             }
             if (last) return tokens;
@@ -524,10 +524,10 @@ internal sealed class PolaPvtBlock : nn.Module<Tensor, long, long, Tensor>
     public override Tensor forward(Tensor x, long height, long width)
     {
         using var scope = NewDisposeScope();
-        var branch = attn.forward(norm1.forward(x), height, width);
-        x = x + (drop_path?.forward(branch) ?? branch);
-        branch = mlp.forward(norm2.forward(x));
-        x = x + (drop_path?.forward(branch) ?? branch);
+        var branch = attn.forward(norm1.call(x), height, width);
+        x = x + (drop_path?.call(branch) ?? branch);
+        branch = mlp.call(norm2.call(x));
+        x = x + (drop_path?.call(branch) ?? branch);
         return x.MoveToOuterDisposeScope();
     }
 }

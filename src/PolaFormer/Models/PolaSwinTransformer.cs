@@ -254,7 +254,7 @@ public sealed class PolaSwinTransformer : Backbone
     }
 
     /// <inheritdoc />
-    protected override Tensor Classify(Tensor pooled) => head is null ? pooled.alias() : head.forward(pooled);
+    protected override Tensor Classify(Tensor pooled) => head is null ? pooled.alias() : head.call(pooled);
 
     /// <inheritdoc />
     /// <remarks>Entry i is stage i's output before its patch merging, (B, C_i, H/(PatchSize·2^i),
@@ -322,24 +322,24 @@ public sealed class PolaSwinTransformer : Backbone
         var (x, height, width) = patch_embed.Embed(images);
         Observe("patch_embed", x);
         if (absolute_pos_embed is not null) x = x + _positionResizer!.Resize(absolute_pos_embed, height, width);
-        x = pos_drop.forward(x);
+        x = pos_drop.call(x);
 
         for (int i = 0; i < layers.Count; i++)
         {
             var stage = layers[i];
             for (int j = 0; j < stage.Blocks.Count; j++)
             {
-                x = stage.Blocks[j].forward(x, height, width);
+                x = stage.Blocks[j].call(x, height, width);
                 if (IntermediateObserver is not null) Observe($"layers.{i}.blocks.{j}", x);
             }
             if (stage.Downsample is null) break;
             if (wanted?.Contains(i) == true) maps!.Add(ToMap(x, height, width));
             if (i == stopUntil) return null;
-            x = stage.Downsample.forward(x, height, width);
+            x = stage.Downsample.call(x, height, width);
             (height, width) = (height / 2, width / 2);
             if (IntermediateObserver is not null) Observe($"layers.{i}.downsample", x);
         }
-        var normalised = this.norm.forward(x);
+        var normalised = this.norm.call(x);
         Observe("norm", normalised);
         if (wanted?.Contains(layers.Count - 1) == true) maps!.Add(ToMap(norm ? normalised : x, height, width));
         return normalised;
@@ -512,7 +512,7 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         long paddedHeight = RoundUp(height, window), paddedWidth = RoundUp(width, window);
         bool padded = paddedHeight != height || paddedWidth != width;
 
-        var map = norm1.forward(x).view(batch, height, width, channels);
+        var map = norm1.call(x).view(batch, height, width, channels);
         Tensor? paddingMask = null;
         if (padded)
         {
@@ -534,8 +534,8 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         map = Reverse(attended, window, batch, paddedHeight, paddedWidth, channels);
         if (shift > 0) map = map.roll([shift, shift], [1, 2]);
         if (padded) map = map.narrow(1, 0, height).narrow(2, 0, width);
-        var y = x + drop_path.forward(map.reshape(batch, height * width, channels));
-        y = y + drop_path.forward(mlp.forward(norm2.forward(y)));
+        var y = x + drop_path.call(map.reshape(batch, height * width, channels));
+        y = y + drop_path.call(mlp.call(norm2.call(y)));
         return y.MoveToOuterDisposeScope();
     }
 
@@ -621,6 +621,6 @@ internal sealed class PatchMerging : nn.Module<Tensor, long, long, Tensor>
         var map = x.view(batch, height, width, channels);
         Tensor Take(long row, long column) => map.slice(1, row, height, 2).slice(2, column, width, 2);
         var merged = cat([Take(0, 0), Take(1, 0), Take(0, 1), Take(1, 1)], -1).view(batch, -1, 4 * channels);
-        return reduction.forward(norm.forward(merged)).MoveToOuterDisposeScope();
+        return reduction.call(norm.call(merged)).MoveToOuterDisposeScope();
     }
 }

@@ -190,7 +190,7 @@ public sealed class PolaVisionTransformer : Backbone
     protected override Tensor Pool(Tensor features) => cls_token is not null ? features[.., 0] : features.mean([1]);
 
     /// <inheritdoc />
-    protected override Tensor Classify(Tensor pooled) => head.forward(pooled);
+    protected override Tensor Classify(Tensor pooled) => head.call(pooled);
 
     /// <inheritdoc />
     /// <remarks>Entry i is the patch tokens after block i as a map (B, EmbedDim, H/16, W/16), prefix tokens dropped;
@@ -226,19 +226,19 @@ public sealed class PolaVisionTransformer : Backbone
             throw new ArgumentException($"images are {ph} × {pw}; both sides must be multiples of the patch size {p}.", nameof(images));
         var (x, h, w) = patch_embed.Embed(images);
         if (cls_token is not null) x = cat([cls_token.expand(x.shape[0], -1, -1), x], 1);
-        x = pos_drop.forward(x + PositionalEmbedding(h, w));
+        x = pos_drop.call(x + PositionalEmbedding(h, w));
         for (int i = 0; i < blocks.Count; i++)
         {
-            x = blocks[i].forward(x, h, w);
+            x = blocks[i].call(x, h, w);
             Observe($"blocks.{i}", x);
             if (wanted?.Contains(i) == true)
             {
-                var tokens = (norm ? this.norm.forward(x) : x)[.., (int)_prefix..];
+                var tokens = (norm ? this.norm.call(x) : x)[.., (int)_prefix..];
                 maps!.Add(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w));
             }
             if (i == stopUntil && i < blocks.Count - 1) return (null, h, w);
         }
-        return (this.norm.forward(x), h, w);
+        return (this.norm.call(x), h, w);
     }
 
     private Tensor PositionalEmbedding(long h, long w)
@@ -263,7 +263,7 @@ public sealed class PolaVisionTransformer : Backbone
 
 
     /// <summary>Pre-norm transformer block on (B, prefix + H·W, C).</summary>
-    private sealed class VitBlock : nn.Module<Tensor, Tensor>
+    private sealed class VitBlock : nn.Module<Tensor, long, long, Tensor>
     {
         private readonly LayerNorm norm1;
         private readonly TokenAttention attn;
@@ -287,13 +287,11 @@ public sealed class PolaVisionTransformer : Backbone
             RegisterComponents();
         }
 
-        public override Tensor forward(Tensor x) => throw new NotSupportedException("A ViT block needs its grid: call forward(x, height, width).");
-
-        public Tensor forward(Tensor x, long height, long width)
+        public override Tensor forward(Tensor x, long height, long width)
         {
             using var scope = NewDisposeScope();
-            x = x + drop_path.forward(attn.forward(norm1.forward(x), height, width));
-            x = x + drop_path.forward(mlp.forward(norm2.forward(x)));
+            x = x + drop_path.call(attn.forward(norm1.call(x), height, width));
+            x = x + drop_path.call(mlp.call(norm2.call(x)));
             return x.MoveToOuterDisposeScope();
         }
     }

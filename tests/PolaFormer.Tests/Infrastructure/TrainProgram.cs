@@ -34,7 +34,7 @@ public static class TrainProgram
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
-        process.WaitForExit(120_000).Should().BeTrue("the program must finish");
+        process.WaitForExit(300_000).Should().BeTrue("the program must finish");
         return (process.ExitCode, output.Result, error.Result);
     }
 

@@ -123,4 +123,29 @@ public sealed class ModelContractTests : TorchTest
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData("pola_pvt_tiny", "block4.0")]
+    [InlineData("pola_swin_tiny", "layers.3.blocks.1")]
+    [InlineData("pola_vit_tiny", "blocks.11")]
+    public void Forward_hooks_on_blocks_and_layers_fire(string name, string blockName)
+    {
+        // Children are invoked with call(), so TorchSharp's hooks see them as PyTorch's would.
+        using var model = ModelRegistry.Create(name, numClasses: 4, imageSize: (Side, Side));
+        model.eval();
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var block = model.named_modules().Single(m => m.name == blockName).module as nn.Module<Tensor, long, long, Tensor>;
+        block.Should().NotBeNull($"{blockName} is a block");
+        var norm = model.named_modules().First(m => m.name.EndsWith("norm1", StringComparison.Ordinal)).module as nn.Module<Tensor, Tensor>;
+        long[]? seenBlock = null, seenNorm = null;
+        var blockHook = block!.register_forward_hook((_, x, h, w, y) => { seenBlock = y.shape; return y; });
+        var normHook = norm!.register_forward_hook((_, x, y) => { seenNorm = y.shape; return y; });
+        var features = model.ForwardFeatures(randn(1, 3, Side, Side));
+        seenBlock.Should().NotBeNull("the block's forward hook fired");
+        seenBlock![^1].Should().Be(features.shape[^1]);
+        seenNorm.Should().NotBeNull("a LayerNorm inside a block fired too");
+        blockHook.remove();
+        normHook.remove();
+    }
 }

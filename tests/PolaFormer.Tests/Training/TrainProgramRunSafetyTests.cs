@@ -62,7 +62,7 @@ public sealed class TrainProgramRunSafetyTests : TorchTest, IDisposable
     [Fact]
     public void Sigterm_leaves_a_resumable_checkpoint_of_the_current_step_and_the_same_command_finishes_the_run()
     {
-        var data = Digits(1640);   // 200 steps of 8
+        var data = Digits(640);   // 75 steps of 8: the resumed run stays short on a busy 2-core machine
         var output = Path.Combine(_root, "run");
         var (process, stdout, stderr) = TrainProgram.Start(TrainArgs(data, output));
         using (process)
@@ -77,7 +77,7 @@ public sealed class TrainProgramRunSafetyTests : TorchTest, IDisposable
         var folder = new CheckpointFolder(output);
         var (path, state) = folder.FindResumable()!.Value;
         state.Epoch.Should().Be(0);
-        state.StepInEpoch.Should().BeInRange(26, 199, "a checkpoint of the step the signal arrived in, not the periodic one");
+        state.StepInEpoch.Should().BeInRange(26, 74, "a checkpoint of the step the signal arrived in, not the periodic one");
         stdout.ToString().Should().Contain($"stopped at epoch 1, step {state.StepInEpoch}; checkpoint written");
         stderr.ToString().Should().Contain("SIGTERM: stopping after this step");
 
