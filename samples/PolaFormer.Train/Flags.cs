@@ -31,7 +31,9 @@ internal static partial class Flags
     /// <summary><paramref name="message"/> with every "TrainingOptions.Name" the program has a flag for replaced by
     /// the flag; other names are left as they are.</summary>
     public static string Name(string message) => PropertyPattern().Replace(message,
-        m => ByProperty.TryGetValue(m.Groups[1].Value, out var flag) ? flag : m.Value);
+            m => ByProperty.TryGetValue(m.Groups[1].Value, out var flag) ? flag : m.Value)
+        .Replace("Output folder '", "--output '", StringComparison.Ordinal)
+        .Replace("another output folder", "another --output", StringComparison.Ordinal);
 
     [GeneratedRegex(@"TrainingOptions\.([A-Za-z]+)")]
     private static partial Regex PropertyPattern();

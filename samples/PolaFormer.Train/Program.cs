@@ -99,6 +99,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         ContinueRun = parse.GetValue(continueRun),
     };
     var outputFolder = parse.GetValue(output)!;
+    RequireBuildable(options.Model, splits.Train.ClassNames.Count, options.AttentionTypes, splits.Recipe.ImageSize);
     int world = group.WorldSize;
     if (group.IsMain)
     {
@@ -170,6 +171,7 @@ eval.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     var target = Trainer.ParseDevice(parse.GetValue(evalDevice)!);
     long classes = weights.TryGetValue("head.weight", out var head) ? head.shape[0] : splits.Validation.ClassNames.Count;
     var validation = EvalClasses.Match(path, classes, recordedClasses, splits.Validation, splits.Description, note => Console.WriteLine(note));
+    RequireBuildable(name, classes, null, splits.Recipe.ImageSize);
     using var network = ModelRegistry.Create(name, numClasses: classes, imageSize: (splits.Recipe.ImageSize, splits.Recipe.ImageSize));
     StateDictLoader.Load(network, weights, strict: true, sourceName: path);
     network.to(target);
@@ -247,6 +249,23 @@ static IDisposable StopOnSignals(CancellationTokenSource stop)
 // --img-size: a positive number of pixels (the model names the multiple it needs when it is built).
 static int? ImageSize(int? pixels) => pixels is null or > 0 ? pixels
     : throw new ArgumentException($"--img-size is {pixels}; expected a positive number of pixels (e.g. 224, or 32 for the digits).", "--img-size");
+
+// The image size against the model, before any work: the model is built on the meta device (no memory), and its
+// own error names the multiple it needs.
+static void RequireBuildable(string model, long classes, string? attention, int imageSize)
+{
+    _ = ModelRegistry.Describe(model);   // an unknown name is reported as such
+    try
+    {
+        using var probe = ModelRegistry.Create(model, numClasses: classes, attentionTypes: attention, imageSize: (imageSize, imageSize), device: META);
+    }
+    catch (ArgumentException e)
+    {
+        // Blame the size only when the preset's size builds (another cause, e.g. --attention, keeps its own error).
+        using (ModelRegistry.Create(model, numClasses: classes, attentionTypes: attention, device: META)) { }
+        throw new ArgumentException($"--img-size {imageSize} does not suit {model}: {e.Message}", "--img-size", e);
+    }
+}
 
 static void ApplyThreads(int? threads)
 {
