@@ -218,7 +218,9 @@ static int Run(string? cpuRuntime, Action action)
     catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or UnauthorizedAccessException or HttpRequestException
                                   or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
     {
-        Console.Error.WriteLine($"error: {Flags.Name(e.Message)}");
+        // ArgumentException appends " (Parameter 'name')": the message names the input already.
+        var message = e is ArgumentException { ParamName: { } parameter } ? e.Message.Replace($" (Parameter '{parameter}')", "", StringComparison.Ordinal) : e.Message;
+        Console.Error.WriteLine($"error: {Flags.Name(message)}");
         return 2;
     }
 }

@@ -197,6 +197,6 @@ public sealed record TrainingOptions
         if (scheduled >= WarmupEpochs) return null;
         return $"warmup {Span(WarmupEpochs)} > half the run of {Span(Epochs)}: clamped to {Span(scheduled)}";
 
-        static string Span(double value) => value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + (value == 1 ? " epoch" : " epochs");
+        static string Span(double value) => value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + (value <= 1 ? " epoch" : " epochs");
     }
 }
