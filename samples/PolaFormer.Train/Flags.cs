@@ -29,10 +29,14 @@ internal static partial class Flags
     };
 
     /// <summary><paramref name="message"/> with every "TrainingOptions.Name" the program has a flag for replaced by
-    /// the flag; other names are left as they are.</summary>
+    /// the flag (other names are left as they are), the output folder by --output and the distributed backend by
+    /// --dist-backend.</summary>
     public static string Name(string message) => PropertyPattern().Replace(message,
             m => ByProperty.TryGetValue(m.Groups[1].Value, out var flag) ? flag : m.Value)
         .Replace("Output folder '", "--output '", StringComparison.Ordinal)
+        .Replace("DistributedBackend.Mpi", "--dist-backend mpi", StringComparison.Ordinal)
+        .Replace("DistributedBackend.Nccl", "--dist-backend nccl", StringComparison.Ordinal)
+        .Replace("DistributedBackend", "--dist-backend", StringComparison.Ordinal)
         .Replace("another output folder", "another --output", StringComparison.Ordinal);
 
     [GeneratedRegex(@"TrainingOptions\.([A-Za-z]+)")]

@@ -65,7 +65,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     ApplyThreads(parse.GetValue(threads));
     double timeoutSeconds = parse.GetValue(distTimeout);
     if (!(timeoutSeconds > 0)) throw new ArgumentException($"--dist-timeout is {timeoutSeconds}; expected a positive number of seconds.", "--dist-timeout");
-    using var group = ProcessGroup.Create(ProcessGroup.ParseBackend(parse.GetValue(distBackend)!), TimeSpan.FromSeconds(timeoutSeconds));
+    using var group = ProcessGroup.Create(Backend(parse.GetValue(distBackend)!), TimeSpan.FromSeconds(timeoutSeconds));
     var splits = Datasets.Open(parse.GetValue(data), warning => Console.Error.WriteLine("warning: " + warning));
     bool digits = parse.GetValue(data) is null;
     var recipe = splits.Recipe;
@@ -268,6 +268,10 @@ static void RequireBuildable(string model, long classes, string? attention, int 
         throw new ArgumentException($"--img-size {imageSize} does not suit {model}: {e.Message}", "--img-size", e);
     }
 }
+
+static DistributedBackend Backend(string text) => text.Trim().ToLowerInvariant() is "none" or "" or "mpi" or "nccl"
+    ? ProcessGroup.ParseBackend(text)
+    : throw new ArgumentException($"--dist-backend is '{text}'; expected none, mpi (CPU, launched with mpirun) or nccl (GPU).", "--dist-backend");
 
 static void ApplyThreads(int? threads)
 {

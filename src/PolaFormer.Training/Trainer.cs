@@ -85,6 +85,9 @@ public sealed class Trainer
     /// <paramref name="autoResume"/>) from the newest good checkpoint in the output folder. When
     /// <paramref name="cancellationToken"/> fires, a checkpoint of the current step is written before
     /// <see cref="OperationCanceledException"/> is thrown, so nothing is lost.
+    /// <para>The first lines reported are the schedule: a warmup clamped to half the run
+    /// (<see cref="TrainingOptions.DescribeWarmupClamp"/>) and the learning rates after linear scaling with the total
+    /// batch (<see cref="TrainingOptions.DescribeLearningRates"/>).</para>
     /// <para>Before any training the output folder is checked (writable, room for a checkpoint) and temporary files of
     /// interrupted writes are removed. A checkpoint of another run (model, batch size, recipe or data) or of a finished
     /// run is refused with the differences named, unless <see cref="TrainingOptions.ContinueRun"/> is set or

@@ -3,7 +3,8 @@ namespace PolaFormer.Training;
 /// <summary>
 /// The training recipe. Defaults are the official PolaFormer/Swin ImageNet recipe (config.py of the official code):
 /// AdamW β (0.9, 0.999), weight decay 0.05 (none on 1-D parameters, biases and the model's no-decay names),
-/// base LR 5e-4 × total batch / 512, warmup from 5e-7 over 20 epochs then cosine to 5e-6, stepped per iteration,
+/// base LR 5e-4 × total batch / 512, warmup from 5e-7 over 20 epochs (at most half the run: see
+/// <see cref="WarmupEpochs"/>) then cosine to 5e-6, stepped per iteration,
 /// gradient clipping at 5, 300 epochs. The data recipe (augmentation, mixup) lives in <c>DataRecipe</c>.
 /// </summary>
 public sealed record TrainingOptions
