@@ -59,18 +59,14 @@ public static class TrainingPlot
         if (xs.Length == 0 || finite.Length == 0) return;
 
         var (xMin, xMax, ticks) = EpochAxis(xs);
-        double yMin = finite.Min(), yMax = finite.Max();
-        if (yMax - yMin < 1e-9) { yMin -= 0.5; yMax += 0.5; }
-        double pad = (yMax - yMin) * 0.05;
-        yMin -= pad; yMax += pad;
+        var (yMin, yMax, yTicks) = ValueAxis(finite.Min(), finite.Max());
         float X(double x) => (float)(area.Left + (x - xMin) / (xMax - xMin) * area.Width);
         float Y(double y) => (float)(area.Bottom - (y - yMin) / (yMax - yMin) * area.Height);
 
-        for (int i = 0; i <= 4; i++)
+        foreach (double y in yTicks)
         {
-            double y = yMin + (yMax - yMin) * i / 4;
             canvas.DrawLine(area.Left, Y(y), area.Right, Y(y), grid);
-            if (font is not null) Text(canvas, y.ToString("G4", CultureInfo.InvariantCulture), area.Left - 6, Y(y) + 5, font, SKTextAlign.Right, SKColors.DimGray);
+            if (font is not null) Text(canvas, y.ToString("G6", CultureInfo.InvariantCulture), area.Left - 6, Y(y) + 5, font, SKTextAlign.Right, SKColors.DimGray);
         }
         foreach (int x in ticks)
             if (font is not null) Text(canvas, x.ToString(CultureInfo.InvariantCulture), X(x), area.Bottom + 20, font, SKTextAlign.Center, SKColors.DimGray);
@@ -111,6 +107,24 @@ public static class TrainingPlot
         int step = Math.Max(1, (int)Math.Ceiling((last - first) / 10));
         var ticks = new List<int>();
         for (long x = (long)Math.Ceiling(first); x <= last; x += step) ticks.Add((int)x);
+        return (min, max, ticks);
+    }
+
+    /// <summary>A value axis over [<paramref name="low"/>, <paramref name="high"/>] with round ticks: a step of 1, 2,
+    /// 2.5 or 5 × 10ᵏ giving about four intervals, the range widened to whole steps. A single value (one epoch) gets a
+    /// range around it of a tenth of its size (at least 0.1).</summary>
+    internal static (double Min, double Max, IReadOnlyList<double> Ticks) ValueAxis(double low, double high)
+    {
+        if (high - low < 1e-9)
+        {
+            double half = Math.Max(Math.Abs(low) * 0.1, 0.1);
+            (low, high) = (low - half, high + half);
+        }
+        double raw = (high - low) / 4, magnitude = Math.Pow(10, Math.Floor(Math.Log10(raw)));
+        double step = new[] { 1, 2, 2.5, 5, 10 }.Select(f => f * magnitude).First(candidate => candidate >= raw * (1 - 1e-9));
+        double min = Math.Floor(low / step + 1e-9) * step, max = Math.Ceiling(high / step - 1e-9) * step;
+        var ticks = new List<double>();
+        for (int i = 0; min + i * step <= max + step * 1e-6; i++) ticks.Add(Math.Round(min + i * step, 12));
         return (min, max, ticks);
     }
 

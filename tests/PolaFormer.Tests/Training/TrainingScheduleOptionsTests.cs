@@ -53,4 +53,17 @@ public sealed class TrainingScheduleOptionsTests
         axis.Max.Should().Be(max);
         axis.Ticks.Should().Equal(ticks);
     }
+
+    [Theory]
+    [InlineData(0.704, 0.704, 0.6, 0.85, new[] { 0.6, 0.65, 0.7, 0.75, 0.8, 0.85 })]
+    [InlineData(50, 100, 40, 100, new double[] { 40, 60, 80, 100 })]
+    [InlineData(0.1, 2.3, 0, 3, new double[] { 0, 1, 2, 3 })]
+    [InlineData(0, 0, -0.1, 0.1, new[] { -0.1, -0.05, 0, 0.05, 0.1 })]
+    public void Value_ticks_are_round_numbers_around_the_values(double low, double high, double min, double max, double[] ticks)
+    {
+        var axis = TrainingPlot.ValueAxis(low, high);
+        axis.Min.Should().BeApproximately(min, 1e-12);
+        axis.Max.Should().BeApproximately(max, 1e-12);
+        axis.Ticks.Should().Equal(ticks, (a, b) => Math.Abs(a - b) < 1e-12);
+    }
 }
