@@ -4,9 +4,12 @@ using static TorchSharp.torch;
 /// <summary>Reads model weights from a training checkpoint, exported safetensors or a PyTorch .pth.</summary>
 internal static class CheckpointWeights
 {
-    public static Dictionary<string, Tensor> Read(string path, out string? modelName)
+    /// <summary>The weights in <paramref name="path"/>, with the model name and the class names the file records
+    /// (exported weights record both; training checkpoints the model name).</summary>
+    public static Dictionary<string, Tensor> Read(string path, out string? modelName, out IReadOnlyList<string>? classNames)
     {
         modelName = null;
+        classNames = null;
         if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at '{path}'.", path);
         if (path.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase))
         {
@@ -25,6 +28,7 @@ internal static class CheckpointWeights
         {
             using var file = SafeTensors.Load(path);
             modelName = file.Metadata.TryGetValue("model", out var m) ? m : null;
+            if (file.Metadata.TryGetValue("classes", out var c) && c.Length > 0) classNames = c.Split(',');
         }
         return weights;
     }

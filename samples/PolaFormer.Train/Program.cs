@@ -17,12 +17,13 @@ var defaults = new TrainingOptions();
 
 var model = new Option<string?>("--model") { Description = "Registered model name (default: pola_pvt_tiny; see `models`)" };
 var data = new Option<string?>("--data") { Description = "ImageNet-style folder with train/<class>/* and val/<class>/* (default: the bundled digits)" };
+var imgSize = new Option<int?>("--img-size") { Description = "Train and validation image size in pixels, also the size the model is built for (default: 224, or 32 on the bundled digits); the model may need a multiple of its patch strides" };
 var epochs = new Option<int?>("--epochs") { Description = "Epochs (default: 300, or 5 on the bundled digits)" };
 var batchSize = new Option<int?>("--batch-size") { Description = "Batch size (default: 128, or 64 on the bundled digits)" };
-var lr = new Option<double?>("--lr") { Description = $"Base learning rate for a total batch of 512, scaled linearly with the batch (default: {defaults.BaseLr}, or 8e-3 on the bundled digits, i.e. 1e-3 at batch 64)" };
+var lr = new Option<double?>("--lr") { Description = $"Base learning rate per 512 images, scaled linearly with the total batch: batch 8 trains at lr × 8/512; the start of the run prints the scaled rates (default: {defaults.BaseLr}, or 8e-3 on the bundled digits, i.e. 1e-3 at batch 64)" };
 var warmupLr = new Option<double>("--warmup-lr") { Description = "Warmup start learning rate for a batch of 512", DefaultValueFactory = _ => defaults.WarmupLr };
 var minLr = new Option<double>("--min-lr") { Description = "Final learning rate for a batch of 512", DefaultValueFactory = _ => defaults.MinLr };
-var warmupEpochs = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warmup (default: 20, or 0.5 on the bundled digits)" };
+var warmupEpochs = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warmup, at most half the run: a longer one is clamped to half of --epochs, as the first lines say (default: 20, or 0.5 on the bundled digits)" };
 var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => defaults.WeightDecay };
 var clipGrad = new Option<double>("--clip-grad") { Description = "Gradient clipping by global norm (0 = off)", DefaultValueFactory = _ => defaults.ClipGrad };
 var dropPath = new Option<double?>("--drop-path") { Description = "Stochastic depth rate (default: the preset's)" };
@@ -55,7 +56,7 @@ var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds 
 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
 {
-    model, data, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
+    model, data, imgSize, epochs, batchSize, lr, warmupLr, minLr, warmupEpochs, weightDecay, clipGrad, dropPath, attention, modelEma,
     modelEmaDecay, output, device, dtype, seed, workers, threads, resume, pretrained, noAutoResume, continueRun, checkpointEvery, mixupAlpha, cutmixAlpha, smoothing,
     distBackend, distTimeout,
 };
@@ -64,7 +65,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
     ApplyThreads(parse.GetValue(threads));
     double timeoutSeconds = parse.GetValue(distTimeout);
     if (!(timeoutSeconds > 0)) throw new ArgumentException($"--dist-timeout is {timeoutSeconds}; expected a positive number of seconds.", "--dist-timeout");
-    using var group = ProcessGroup.Create(ProcessGroup.ParseBackend(parse.GetValue(distBackend)!), TimeSpan.FromSeconds(timeoutSeconds));
+    using var group = ProcessGroup.Create(Backend(parse.GetValue(distBackend)!), TimeSpan.FromSeconds(timeoutSeconds));
     var splits = Datasets.Open(parse.GetValue(data), warning => Console.Error.WriteLine("warning: " + warning));
     bool digits = parse.GetValue(data) is null;
     var recipe = splits.Recipe;
@@ -74,7 +75,7 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         CutmixAlpha = parse.GetValue(cutmixAlpha) ?? recipe.Mixup.CutmixAlpha,
         LabelSmoothing = parse.GetValue(smoothing) ?? recipe.Mixup.LabelSmoothing,
     };
-    splits = splits with { Recipe = recipe with { Mixup = mix } };
+    splits = splits with { Recipe = recipe with { Mixup = mix, ImageSize = ImageSize(parse.GetValue(imgSize)) ?? recipe.ImageSize } };
     var options = new TrainingOptions
     {
         Model = parse.GetValue(model) ?? "pola_pvt_tiny",
@@ -98,11 +99,13 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         ContinueRun = parse.GetValue(continueRun),
     };
     var outputFolder = parse.GetValue(output)!;
+    RequireBuildable(options.Model, splits.Train.ClassNames.Count, options.AttentionTypes, splits.Recipe.ImageSize);
     int world = group.WorldSize;
     if (group.IsMain)
     {
-        Console.WriteLine($"data: {splits.Description} ({splits.Train.Count} train / {splits.Validation.Count} val images, {splits.Train.ClassNames.Count} classes)");
-        Console.WriteLine($"model: {options.Model}, {options.Epochs} epochs, batch {options.BatchSize}{(world > 1 ? $" × {world} ranks ({group.Backend.ToString().ToLowerInvariant()})" : "")}, lr {options.ScaledLearningRates(options.BatchSize * world).Base:0.###e+0}, device {options.Device}, output {Path.GetFullPath(outputFolder)}");
+        Console.WriteLine($"data: {splits.Description}");
+        // The learning rates (with the scaling rule) and a clamped warmup are the trainer's first lines.
+        Console.WriteLine($"model: {options.Model}, {splits.Recipe.ImageSize} px, {options.Epochs} epoch{(options.Epochs == 1 ? "" : "s")}, batch {options.BatchSize}{(world > 1 ? $" × {world} ranks ({group.Backend.ToString().ToLowerInvariant()})" : "")}, device {options.Device}, output {Path.GetFullPath(outputFolder)}");
     }
 
     using var stop = new CancellationTokenSource();
@@ -140,39 +143,44 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         throw;
     }
     if (group.IsMain) Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"test top-1: {result.FinalTop1:0.00}% (best {result.BestTop1:0.00}%); weights: {result.WeightsPath}; metrics: {Path.Combine(outputFolder, "metrics.csv")}; plot: {Path.Combine(outputFolder, "training.png")}"));
+        $"{splits.ValidationSplitName} top-1: {result.FinalTop1:0.00}% (best {result.BestTop1:0.00}%); weights: {result.WeightsPath}; metrics: {Path.Combine(outputFolder, "metrics.csv")}; plot: {Path.Combine(outputFolder, "training.png")}"));
 }));
 
 var evalModel = new Option<string?>("--model") { Description = "Registered model name (default: the one recorded in the checkpoint, else pola_pvt_tiny)" };
 var checkpoint = new Option<string>("--checkpoint") { Description = "A training checkpoint (.ckpt), exported weights (.safetensors) or the authors' .pth", Required = true };
 var evalData = new Option<string?>("--data") { Description = "Folder with val/<class>/* (default: the bundled digits' test split)" };
+var evalImgSize = new Option<int?>("--img-size") { Description = "Evaluation image size in pixels, also the size the model is built for (default: 224, or 32 on the bundled digits)" };
 var evalBatch = new Option<int>("--batch-size") { Description = "Batch size", DefaultValueFactory = _ => 128 };
 var evalDevice = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
 var evalWorkers = new Option<int>("--workers") { Description = "Threads decoding images", DefaultValueFactory = _ => 2 };
 var evalThreads = new Option<int?>("--threads") { Description = "LibTorch intra-op threads" };
 var eval = new Command("eval", "Top-1 / top-5 and throughput of a checkpoint on a validation folder")
 {
-    evalModel, checkpoint, evalData, evalBatch, evalDevice, evalWorkers, evalThreads,
+    evalModel, checkpoint, evalData, evalImgSize, evalBatch, evalDevice, evalWorkers, evalThreads,
 };
 eval.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
 {
     ApplyThreads(parse.GetValue(evalThreads));
+    int? evalSize = ImageSize(parse.GetValue(evalImgSize));
     var splits = Datasets.Open(parse.GetValue(evalData), warning => Console.Error.WriteLine("warning: " + warning));
+    if (evalSize is { } size) splits = splits with { Recipe = splits.Recipe with { ImageSize = size } };
     var path = parse.GetValue(checkpoint)!;
-    var weights = CheckpointWeights.Read(path, out var recordedModel);
+    var weights = CheckpointWeights.Read(path, out var recordedModel, out var recordedClasses);
     CheckpointWeights.RequireFinite(weights, path);
     var name = parse.GetValue(evalModel) ?? recordedModel ?? "pola_pvt_tiny";
     var target = Trainer.ParseDevice(parse.GetValue(evalDevice)!);
     long classes = weights.TryGetValue("head.weight", out var head) ? head.shape[0] : splits.Validation.ClassNames.Count;
+    var validation = EvalClasses.Match(path, classes, recordedClasses, splits.Validation, splits.Description, note => Console.WriteLine(note));
+    RequireBuildable(name, classes, null, splits.Recipe.ImageSize);
     using var network = ModelRegistry.Create(name, numClasses: classes, imageSize: (splits.Recipe.ImageSize, splits.Recipe.ImageSize));
     StateDictLoader.Load(network, weights, strict: true, sourceName: path);
     network.to(target);
-    var result = Trainer.Evaluate(network, splits.Validation, ImagePipeline.Eval(splits.Recipe), parse.GetValue(evalBatch), parse.GetValue(evalWorkers), target);
+    var result = Trainer.Evaluate(network, validation, ImagePipeline.Eval(splits.Recipe), parse.GetValue(evalBatch), parse.GetValue(evalWorkers), target);
     if (!double.IsFinite(result.Loss))
         throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
             $"Evaluating '{path}' on {splits.Description} gave loss {result.Loss}; expected a finite number (the weights or the data produce non-finite logits)."));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{name} on {splits.Description}: top-1 {result.Top1:0.00}%, top-5 {result.Top5:0.00}%, loss {result.Loss:0.0000}, {result.Images} images, {result.ImagesPerSecond:0.0} images/s"));
+        $"{name} on {splits.Description}, {splits.ValidationSplitName} split at {splits.Recipe.ImageSize} px: top-1 {result.Top1:0.00}%, top-5 {result.Top5:0.00}%, loss {result.Loss:0.0000}, {result.Images} images, {result.ImagesPerSecond:0.0} images/s"));
 }));
 
 var models = new Command("models", "List the registered models");
@@ -210,7 +218,9 @@ static int Run(string? cpuRuntime, Action action)
     catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or UnauthorizedAccessException or HttpRequestException
                                   or PlatformNotSupportedException or NotSupportedException or InvalidOperationException)
     {
-        Console.Error.WriteLine($"error: {e.Message}");
+        // ArgumentException appends " (Parameter 'name')": the message names the input already.
+        var message = e is ArgumentException { ParamName: { } parameter } ? e.Message.Replace($" (Parameter '{parameter}')", "", StringComparison.Ordinal) : e.Message;
+        Console.Error.WriteLine($"error: {Flags.Name(message)}");
         return 2;
     }
 }
@@ -237,6 +247,31 @@ static IDisposable StopOnSignals(CancellationTokenSource stop)
     var registrations = new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM }.Select(s => PosixSignalRegistration.Create(s, Handle)).ToList();
     return new Registrations(registrations);
 }
+
+// --img-size: a positive number of pixels (the model names the multiple it needs when it is built).
+static int? ImageSize(int? pixels) => pixels is null or > 0 ? pixels
+    : throw new ArgumentException($"--img-size is {pixels}; expected a positive number of pixels (e.g. 224, or 32 for the digits).", "--img-size");
+
+// The image size against the model, before any work: the model is built on the meta device (no memory), and its
+// own error names the multiple it needs.
+static void RequireBuildable(string model, long classes, string? attention, int imageSize)
+{
+    _ = ModelRegistry.Describe(model);   // an unknown name is reported as such
+    try
+    {
+        using var probe = ModelRegistry.Create(model, numClasses: classes, attentionTypes: attention, imageSize: (imageSize, imageSize), device: META);
+    }
+    catch (ArgumentException e)
+    {
+        // Blame the size only when the preset's size builds (another cause, e.g. --attention, keeps its own error).
+        using (ModelRegistry.Create(model, numClasses: classes, attentionTypes: attention, device: META)) { }
+        throw new ArgumentException($"--img-size {imageSize} does not suit {model}: {e.Message}", "--img-size", e);
+    }
+}
+
+static DistributedBackend Backend(string text) => text.Trim().ToLowerInvariant() is "none" or "" or "mpi" or "nccl"
+    ? ProcessGroup.ParseBackend(text)
+    : throw new ArgumentException($"--dist-backend is '{text}'; expected none, mpi (CPU, launched with mpirun) or nccl (GPU).", "--dist-backend");
 
 static void ApplyThreads(int? threads)
 {

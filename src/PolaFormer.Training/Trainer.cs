@@ -85,6 +85,9 @@ public sealed class Trainer
     /// <paramref name="autoResume"/>) from the newest good checkpoint in the output folder. When
     /// <paramref name="cancellationToken"/> fires, a checkpoint of the current step is written before
     /// <see cref="OperationCanceledException"/> is thrown, so nothing is lost.
+    /// <para>The first lines reported are the schedule: a warmup clamped to half the run
+    /// (<see cref="TrainingOptions.DescribeWarmupClamp"/>) and the learning rates after linear scaling with the total
+    /// batch (<see cref="TrainingOptions.DescribeLearningRates"/>).</para>
     /// <para>Before any training the output folder is checked (writable, room for a checkpoint) and temporary files of
     /// interrupted writes are removed. A checkpoint of another run (model, batch size, recipe or data) or of a finished
     /// run is refused with the differences named, unless <see cref="TrainingOptions.ContinueRun"/> is set or
@@ -103,6 +106,9 @@ public sealed class Trainer
         var recipe = _data.Recipe;
         if (rank == 0)
         {
+            // The schedule first: a clamped warmup and the scaled learning rates are said before anything else.
+            if (_options.DescribeWarmupClamp() is { } clamp) _progress.Info(clamp);
+            _progress.Info(_options.DescribeLearningRates(_options.BatchSize * world));
             // Before LibTorch does any work: a folder that takes no files fails at once, with its path named.
             Checkpoints.CheckWritable(0);
             var stale = Checkpoints.RemoveStaleTemporaryFiles();
@@ -148,12 +154,12 @@ public sealed class Trainer
         int stepsPerEpoch = loader.BatchesPerEpoch;
         if (stepsPerEpoch == 0)
             throw new ArgumentException(
-                world == 1 ? $"--batch-size {_options.BatchSize} is larger than the training set ({_data.Train.Count} images): no full batch fits."
-                    : $"--batch-size {_options.BatchSize} is larger than each rank's share of the training set ({loader.SamplesPerEpoch} of {_data.Train.Count} images over {world} ranks): no full batch fits.",
-                "--batch-size");
+                world == 1 ? $"TrainingOptions.BatchSize {_options.BatchSize} is larger than the training set ({_data.Train.Count} images): no full batch fits."
+                    : $"TrainingOptions.BatchSize {_options.BatchSize} is larger than each rank's share of the training set ({loader.SamplesPerEpoch} of {_data.Train.Count} images over {world} ranks): no full batch fits.",
+                nameof(TrainingOptions.BatchSize));
         var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize * world);
         var schedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
-            (long)(_options.WarmupEpochs * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
+            (long)(_options.ScheduledWarmupEpochs() * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
         using var optimizer = new FlatAdamW(flat, [_options.WeightDecay, 0], lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps);
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
@@ -226,7 +232,7 @@ public sealed class Trainer
                     if (group is not null) (value, stopAgreed) = AgreeOnStep(group, value, cancellationToken.IsCancellationRequested);
                     if (!double.IsFinite(value))
                         throw new InvalidOperationException(
-                            $"The training loss became {value} at epoch {epoch + 1}, step {batch.Index + 1}; lower --lr or keep --clip-grad on.");
+                            $"The training loss became {value} at epoch {epoch + 1}, step {batch.Index + 1}; lower TrainingOptions.BaseLr or keep TrainingOptions.ClipGrad on.");
                     lossSum += value * batch.Count * world;
                     samples += batch.Count * world;
                     trainImages += batch.Count * world;
@@ -352,10 +358,10 @@ public sealed class Trainer
         if (text == "cuda" || text.StartsWith("cuda:", StringComparison.Ordinal))
         {
             if (!cuda.is_available())
-                throw new ArgumentException($"--device is '{text}' but CUDA is not available: reference the CUDA build of LibTorch (TorchSharp-cuda-linux / -windows) and check the driver, or use --device cpu.", "--device");
+                throw new ArgumentException($"TrainingOptions.Device is '{text}' but CUDA is not available: reference the CUDA build of LibTorch (TorchSharp-cuda-linux / -windows) and check the driver, or use TrainingOptions.Device cpu.", nameof(TrainingOptions.Device));
             return device(text);
         }
-        throw new ArgumentException($"--device is '{text}'; expected cpu, cuda or cuda:N.", "--device");
+        throw new ArgumentException($"TrainingOptions.Device is '{text}'; expected cpu, cuda or cuda:N.", nameof(TrainingOptions.Device));
     }
 
     private Backbone CreateModel(int classes, Device device) => _modelFactory is not null
@@ -431,7 +437,7 @@ public sealed class Trainer
     {
         string name = $"Checkpoint '{path}'";
         if (recorded.ModelName != _options.Model)
-            throw new ArgumentException($"{name} is of model '{recorded.ModelName}', not '{_options.Model}'; pass --model {recorded.ModelName} or another --output.", "--model");
+            throw new ArgumentException($"{name} is of model '{recorded.ModelName}', not '{_options.Model}'; set TrainingOptions.Model to {recorded.ModelName} or use another output folder.", nameof(TrainingOptions.Model));
         TrainingOptions? theirs;
         try
         {
@@ -443,8 +449,8 @@ public sealed class Trainer
         }
         if (theirs is not null && theirs.BatchSize != _options.BatchSize)
             throw new ArgumentException(
-                $"{name} was written with --batch-size {theirs.BatchSize}; this run asks for --batch-size {_options.BatchSize}. The position in the epoch and the learning-rate schedule are counted in batches, so resume with --batch-size {theirs.BatchSize}, or start afresh in another --output.",
-                "--batch-size");
+                $"{name} was written with TrainingOptions.BatchSize {theirs.BatchSize}; this run asks for TrainingOptions.BatchSize {_options.BatchSize}. The position in the epoch and the learning-rate schedule are counted in batches, so resume with TrainingOptions.BatchSize {theirs.BatchSize}, or start afresh in another output folder.",
+                nameof(TrainingOptions.BatchSize));
         var differences = new List<string>();
         if (theirs is not null) differences.AddRange(_options.RecipeDifferences(theirs));
         if (recorded.DataFingerprint is not null && recorded.DataFingerprint != dataFingerprint)
@@ -455,15 +461,15 @@ public sealed class Trainer
             string list = string.Join("; ", differences);
             if (!_options.ContinueRun && !explicitResume)
                 throw new ArgumentException(
-                    $"{name} belongs to another run ({list}); pass another --output for a new run, or --continue to continue it with these settings.",
-                    "--output");
+                    $"{name} belongs to another run ({list}); use another output folder for a new run, or set TrainingOptions.ContinueRun to continue it with these settings.",
+                    "outputFolder");
             _progress.Info($"warning: continuing {Path.GetFileName(path)} with other settings: {list}");
         }
         else if (finished && !_options.ContinueRun && !explicitResume)
         {
             throw new ArgumentException(
-                $"{name} ends a finished run ({recorded.Epoch} of {_options.Epochs} epochs) in '{Checkpoints.Folder}'; its weights are model.safetensors there. Pass another --output for a new run, or --continue with a larger --epochs to train it further.",
-                "--output");
+                $"{name} ends a finished run ({recorded.Epoch} of {_options.Epochs} epochs) in '{Checkpoints.Folder}'; its weights are model.safetensors there. Use another output folder for a new run, or TrainingOptions.ContinueRun with a larger TrainingOptions.Epochs to train it further.",
+                "outputFolder");
         }
     }
 
@@ -476,14 +482,14 @@ public sealed class Trainer
         return (sums[0] / group.WorldSize, sums[1] > 0);
     }
 
-    /// <summary>The device of a rank: its GPU with NCCL (--device must be cuda), the CPU with MPI.</summary>
+    /// <summary>The device of a rank: its GPU with NCCL (TrainingOptions.Device must be cuda), the CPU with MPI.</summary>
     private Device DistributedDevice(ProcessGroup group)
     {
         var requested = ParseDevice(_options.Device);
         if (group.Device.type != requested.type)
             throw new ArgumentException(
-                $"--device is '{_options.Device}' but the {group.Backend.ToString().ToLowerInvariant()} backend works on {(group.Device.type == DeviceType.CUDA ? "cuda (one GPU per rank, cuda:LOCAL_RANK)" : "the cpu")}; "
-                + "use --device cuda with --dist-backend nccl, --device cpu with --dist-backend mpi.", "--device");
+                $"TrainingOptions.Device is '{_options.Device}' but the {group.Backend.ToString().ToLowerInvariant()} backend works on {(group.Device.type == DeviceType.CUDA ? "cuda (one GPU per rank, cuda:LOCAL_RANK)" : "the cpu")}; "
+                + "use TrainingOptions.Device cuda with the nccl backend, cpu with the mpi backend.", nameof(TrainingOptions.Device));
         return group.Device;
     }
 

@@ -3,7 +3,8 @@ namespace PolaFormer.Training;
 /// <summary>
 /// The training recipe. Defaults are the official PolaFormer/Swin ImageNet recipe (config.py of the official code):
 /// AdamW β (0.9, 0.999), weight decay 0.05 (none on 1-D parameters, biases and the model's no-decay names),
-/// base LR 5e-4 × total batch / 512, warmup from 5e-7 over 20 epochs then cosine to 5e-6, stepped per iteration,
+/// base LR 5e-4 × total batch / 512, warmup from 5e-7 over 20 epochs (at most half the run: see
+/// <see cref="WarmupEpochs"/>) then cosine to 5e-6, stepped per iteration,
 /// gradient clipping at 5, 300 epochs. The data recipe (augmentation, mixup) lives in <c>DataRecipe</c>.
 /// </summary>
 public sealed record TrainingOptions
@@ -30,8 +31,18 @@ public sealed record TrainingOptions
     /// rule); 0 turns scaling off.</summary>
     public int LrReferenceBatch { get; init; } = 512;
 
-    /// <summary>Epochs of linear warmup.</summary>
+    /// <summary>Epochs of linear warmup (the official recipe's 20). The warmup takes at most
+    /// <see cref="MaxWarmupFraction"/> of the run: a longer one (20 epochs of warmup in a run of 1 epoch) is clamped
+    /// to <see cref="Epochs"/> × <see cref="MaxWarmupFraction"/> rather than refused, and the trainer reports the
+    /// clamp on its first lines. <see cref="ScheduledWarmupEpochs"/> is the warmup the schedule uses.</summary>
     public double WarmupEpochs { get; init; } = 20;
+
+    /// <summary>The largest share of the run the warmup may take (one half): see <see cref="WarmupEpochs"/>.</summary>
+    public const double MaxWarmupFraction = 0.5;
+
+    /// <summary>The warmup the schedule uses: <see cref="WarmupEpochs"/>, clamped to at most
+    /// <see cref="Epochs"/> × <see cref="MaxWarmupFraction"/>.</summary>
+    public double ScheduledWarmupEpochs() => Math.Min(WarmupEpochs, Epochs * MaxWarmupFraction);
 
     /// <summary>AdamW decoupled weight decay.</summary>
     public double WeightDecay { get; init; } = 0.05;
@@ -120,30 +131,34 @@ public sealed record TrainingOptions
         };
     }
 
-    /// <summary>Throws an <see cref="ArgumentException"/> naming the first option that is out of range.</summary>
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the first option that is out of range (as
+    /// "TrainingOptions.Name is value; expected ...", with the property's name as the parameter name).</summary>
     public void Validate()
     {
         static void Require(bool ok, string name, object value, string expected)
         {
-            if (!ok) throw new ArgumentException($"{name} is {value}; expected {expected}.", name);
+            if (!ok) throw new ArgumentException($"TrainingOptions.{name} is {value}; expected {expected}.", name);
         }
-        Require(!string.IsNullOrWhiteSpace(Model), "--model", $"'{Model}'", "a registered model name");
-        Require(Epochs >= 1, "--epochs", Epochs, "at least 1");
-        Require(BatchSize >= 1, "--batch-size", BatchSize, "at least 1");
-        Require(BaseLr > 0 && double.IsFinite(BaseLr), "--lr", BaseLr, "a positive number");
-        Require(WarmupLr >= 0 && MinLr >= 0, "--warmup-lr/--min-lr", $"{WarmupLr}/{MinLr}", "0 or more");
-        Require(LrReferenceBatch >= 0, "--lr-reference-batch", LrReferenceBatch, "0 (no scaling) or more");
-        Require(WarmupEpochs >= 0 && WarmupEpochs <= Epochs, "--warmup-epochs", WarmupEpochs, $"between 0 and --epochs ({Epochs})");
-        Require(WeightDecay >= 0, "--weight-decay", WeightDecay, "0 or more");
-        Require(Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1, "--betas", $"{Beta1},{Beta2}", "two numbers in [0, 1)");
-        Require(ClipGrad >= 0, "--clip-grad", ClipGrad, "0 (off) or more");
-        Require(DropPathRate is null or (>= 0 and < 1), "--drop-path", DropPathRate!, "a probability in [0, 1)");
-        Require(ModelEmaDecay is > 0 and < 1, "--model-ema-decay", ModelEmaDecay, "a number in (0, 1)");
-        Require(Workers >= 1, "--workers", Workers, "at least 1");
-        Require(Dtype is "float32" or "bfloat16" or "float16", "--dtype", $"'{Dtype}'", "float32, bfloat16 or float16");
-        Require(CheckpointEverySteps >= 0, "--checkpoint-every", CheckpointEverySteps, "0 (epoch ends only) or more");
-        Require(KeepCheckpoints >= 1, "--keep-checkpoints", KeepCheckpoints, "at least 1");
-        Require(EvalBatchSize >= 0, "--eval-batch-size", EvalBatchSize, "0 (twice the batch size) or more");
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        Require(!string.IsNullOrWhiteSpace(Model), nameof(Model), $"'{Model}'", "a registered model name");
+        Require(Epochs >= 1, nameof(Epochs), Epochs, "at least 1");
+        Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "at least 1");
+        Require(BaseLr > 0 && double.IsFinite(BaseLr), nameof(BaseLr), BaseLr.ToString(c), "a positive number");
+        Require(WarmupLr >= 0 && double.IsFinite(WarmupLr), nameof(WarmupLr), WarmupLr.ToString(c), "0 or more");
+        Require(MinLr >= 0 && double.IsFinite(MinLr), nameof(MinLr), MinLr.ToString(c), "0 or more");
+        Require(LrReferenceBatch >= 0, nameof(LrReferenceBatch), LrReferenceBatch, "0 (no scaling) or more");
+        Require(WarmupEpochs >= 0 && double.IsFinite(WarmupEpochs), nameof(WarmupEpochs), WarmupEpochs.ToString(c), "0 or more (a warmup longer than half the run is clamped to half of it)");
+        Require(WeightDecay >= 0, nameof(WeightDecay), WeightDecay.ToString(c), "0 or more");
+        Require(Beta1 is >= 0 and < 1, nameof(Beta1), Beta1.ToString(c), "a number in [0, 1)");
+        Require(Beta2 is >= 0 and < 1, nameof(Beta2), Beta2.ToString(c), "a number in [0, 1)");
+        Require(ClipGrad >= 0, nameof(ClipGrad), ClipGrad.ToString(c), "0 (off) or more");
+        Require(DropPathRate is null or (>= 0 and < 1), nameof(DropPathRate), DropPathRate?.ToString(c) ?? "", "a probability in [0, 1)");
+        Require(ModelEmaDecay is > 0 and < 1, nameof(ModelEmaDecay), ModelEmaDecay.ToString(c), "a number in (0, 1)");
+        Require(Workers >= 1, nameof(Workers), Workers, "at least 1");
+        Require(Dtype is "float32" or "bfloat16" or "float16", nameof(Dtype), $"'{Dtype}'", "float32, bfloat16 or float16");
+        Require(CheckpointEverySteps >= 0, nameof(CheckpointEverySteps), CheckpointEverySteps, "0 (epoch ends only) or more");
+        Require(KeepCheckpoints >= 1, nameof(KeepCheckpoints), KeepCheckpoints, "at least 1");
+        Require(EvalBatchSize >= 0, nameof(EvalBatchSize), EvalBatchSize, "0 (twice the batch size) or more");
     }
 
     /// <summary>The torch dtype named by <see cref="Dtype"/>.</summary>
@@ -159,5 +174,30 @@ public sealed record TrainingOptions
     {
         double factor = LrReferenceBatch == 0 ? 1 : (double)totalBatch / LrReferenceBatch;
         return (BaseLr * factor, WarmupLr * factor, MinLr * factor);
+    }
+
+    /// <summary>The learning rates for <paramref name="totalBatch"/> with the scaling rule spelled out, e.g.
+    /// "lr 5e-4 per 512 images × 8/512 = 7.8e-6 (warmup from 7.8e-9, cosine to 7.8e-8)".</summary>
+    public string DescribeLearningRates(int totalBatch)
+    {
+        var (scaledBase, scaledWarmup, scaledMin) = ScaledLearningRates(totalBatch);
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        string rule = LrReferenceBatch == 0
+            ? $"lr {Number(BaseLr)} (no batch scaling)"
+            : $"lr {Number(BaseLr)} per {LrReferenceBatch.ToString(c)} images × {totalBatch.ToString(c)}/{LrReferenceBatch.ToString(c)} = {Number(scaledBase)}";
+        return $"{rule} (warmup from {Number(scaledWarmup)}, cosine to {Number(scaledMin)})";
+
+        static string Number(double value) => value.ToString("0.##e+0", System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>When <see cref="WarmupEpochs"/> is clamped (see <see cref="ScheduledWarmupEpochs"/>), a line saying
+    /// so, e.g. "warmup 20 epochs > half the run of 1 epoch: clamped to 0.5 epoch"; otherwise null.</summary>
+    public string? DescribeWarmupClamp()
+    {
+        double scheduled = ScheduledWarmupEpochs();
+        if (scheduled >= WarmupEpochs) return null;
+        return $"warmup {Span(WarmupEpochs)} > half the run of {Span(Epochs)}: clamped to {Span(scheduled)}";
+
+        static string Span(double value) => value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + (value <= 1 ? " epoch" : " epochs");
     }
 }

@@ -29,16 +29,16 @@ public sealed class CheckpointFolder
         // A dangling link counts as an existing file for File.Exists on Unix, so it is looked at first.
         var info = new FileInfo(folder);
         if (info.LinkTarget is not null && !Directory.Exists(folder) && !File.Exists(info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? folder))
-            throw new IOException($"--output '{folder}' is a symbolic link to '{info.LinkTarget}', which does not exist; create the target folder or pass another --output.");
+            throw new IOException($"Output folder '{folder}' is a symbolic link to '{info.LinkTarget}', which does not exist; create the target folder or choose another output folder.");
         if (File.Exists(folder))
-            throw new IOException($"--output '{folder}' is a file; expected a folder (existing, or one that can be created).");
+            throw new IOException($"Output folder '{folder}' is a file; expected a folder (existing, or one that can be created).");
         try
         {
             Directory.CreateDirectory(folder);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new IOException($"--output '{folder}' cannot be created as a folder ({e.Message}); pass a folder you can write to.", e);
+            throw new IOException($"Output folder '{folder}' cannot be created as a folder ({e.Message}); pass a folder you can write to.", e);
         }
     }
 
@@ -59,13 +59,13 @@ public sealed class CheckpointFolder
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new IOException($"--output '{Folder}' is not writable ({e.Message}); pass a folder you can write to.", e);
+            throw new IOException($"Output folder '{Folder}' is not writable ({e.Message}); pass a folder you can write to.", e);
         }
         long free = FreeBytes();
         // An atomic write needs the new file beside the old one until the rename.
         if (free >= 0 && free < checkpointBytes)
             throw new IOException(string.Create(CultureInfo.InvariantCulture,
-                $"--output '{Folder}' has {Megabytes(free)} free; a checkpoint needs about {Megabytes(checkpointBytes)}. Free space or pass another --output."));
+                $"Output folder '{Folder}' has {Megabytes(free)} free; a checkpoint needs about {Megabytes(checkpointBytes)}. Free space or choose another output folder."));
     }
 
     /// <summary>Free bytes on the folder's file system, or −1 when the system does not say.</summary>

@@ -79,7 +79,7 @@ public static class TrainingCheckpoint
         ArgumentNullException.ThrowIfNull(optimizer);
         var (meta, entries) = ReadVerified(path);
         if (ema is not null && !entries.ContainsKey("ema.safetensors"))
-            throw new InvalidDataException($"Checkpoint '{path}' has no EMA weights but this run uses EMA; start without --model-ema or from another checkpoint.");
+            throw new InvalidDataException($"Checkpoint '{path}' has no EMA weights but this run uses EMA; start without TrainingOptions.ModelEma or from another checkpoint.");
 
         using var weights = SafeTensors.Load(new MemoryStream(entries["model.safetensors"]), path);
         using var emaWeights = ema is null ? null : SafeTensors.Load(new MemoryStream(entries["ema.safetensors"]), path);

@@ -6,7 +6,12 @@ namespace PolaFormer.Training.Data;
 /// <param name="Recipe">The recipe for this kind of data (<see cref="DataRecipe.ImageNet"/> for image folders,
 /// <see cref="DataRecipe.Digits"/> for the bundled digits).</param>
 /// <param name="Description">What was opened, for logs.</param>
-public sealed record DatasetSplits(IImageDataset Train, IImageDataset Validation, DataRecipe Recipe, string Description);
+public sealed record DatasetSplits(IImageDataset Train, IImageDataset Validation, DataRecipe Recipe, string Description)
+{
+    /// <summary>What <see cref="Validation"/> is, for reports: "validation" for a folder's val/ split, "test" for the
+    /// bundled digits, whose held-out split is their test set.</summary>
+    public string ValidationSplitName { get; init; } = "validation";
+}
 
 /// <summary>Opens the data a training run names.</summary>
 public static class Datasets
@@ -51,6 +56,9 @@ public static class Datasets
         var train = DigitsDataset.Load(file, DigitsSplit.Train);
         var test = DigitsDataset.Load(file, DigitsSplit.Test);
         return new DatasetSplits(train, test, DataRecipe.Digits,
-            $"digits '{Path.GetFullPath(file)}': {train.Count} train / {test.Count} test images, 10 classes");
+            $"digits '{Path.GetFullPath(file)}': {train.Count} train / {test.Count} test images, 10 classes")
+        {
+            ValidationSplitName = "test",
+        };
     }
 }

@@ -94,7 +94,7 @@ internal sealed unsafe class MpiLibrary
         }
         throw new DistributedException(-1, "loading MPI",
             $"The mpi backend needs Open MPI's library ({string.Join(" or ", names)}), which could not be loaded ({string.Join("; ", errors)}). "
-            + "Install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin; eng/prerequisites.sh does it), or choose another --dist-backend.");
+            + "Install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin; eng/prerequisites.sh does it), or choose another DistributedBackend.");
     }
 
     /// <summary>The MPI datatype for reductions over <paramref name="dtype"/>, or zero when MPI has none.</summary>

@@ -47,7 +47,7 @@ internal sealed unsafe class MpiProcessGroup : ProcessGroup
         if (env.Source != "none" && (env.Rank != rank || env.WorldSize != world))
             throw new DistributedException(rank, "MPI_Init",
                 $"rank {rank} of {world} (mpi): the launch variables ({env.Source}) say rank {env.Rank} of {env.WorldSize}; "
-                + "the mpi backend needs its processes started by mpirun (or srun --mpi=pmix) — for torchrun-style launches use --dist-backend nccl.");
+                + "the mpi backend needs its processes started by mpirun (or srun --mpi=pmix) — for torchrun-style launches use DistributedBackend.Nccl.");
 
         int localRank = env.Source == "none" ? NodeRank(mpi, rank) : env.LocalRank;
         return new MpiProcessGroup(mpi, rank, world, localRank, timeout);

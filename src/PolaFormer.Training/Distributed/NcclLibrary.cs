@@ -62,7 +62,7 @@ internal sealed unsafe class NcclLibrary
         throw new DistributedException(-1, "loading NCCL",
             $"The nccl backend needs NVIDIA's NCCL library ({string.Join(" or ", names)}), which was not found on the library path. "
             + "Install it (NVIDIA's CUDA repository: apt-get install libnccl2; or pip install nvidia-nccl-cu12 and add its lib folder to LD_LIBRARY_PATH), "
-            + "or use --dist-backend mpi on CPUs.");
+            + "or use DistributedBackend.Mpi on CPUs.");
     }
 
     /// <summary>NCCL's <c>ncclDataType_t</c> for <paramref name="dtype"/>, or −1 when NCCL has none.</summary>
@@ -129,7 +129,7 @@ internal sealed unsafe class CudaDriver
     public static CudaDriver Load()
     {
         if (!NativeLibrary.TryLoad("libcuda.so.1", out var handle))
-            throw new DistributedException(-1, "loading CUDA", "The nccl backend needs the NVIDIA driver (libcuda.so.1), which was not found; install the driver or use --dist-backend mpi.");
+            throw new DistributedException(-1, "loading CUDA", "The nccl backend needs the NVIDIA driver (libcuda.so.1), which was not found; install the driver or use DistributedBackend.Mpi.");
         var driver = new CudaDriver(handle);
         int code = driver.Init(0);
         if (code != Success) throw new DistributedException(-1, "cuInit", $"cuInit failed: {driver.Describe(code)}");

@@ -101,7 +101,7 @@ public abstract class ProcessGroup : IDisposable
             "none" or "" => DistributedBackend.None,
             "mpi" => DistributedBackend.Mpi,
             "nccl" => DistributedBackend.Nccl,
-            _ => throw new ArgumentException($"--dist-backend is '{text}'; expected none, mpi (CPU, launched with mpirun) or nccl (GPU).", "--dist-backend"),
+            _ => throw new ArgumentException($"Distributed backend '{text}' is not known; expected none, mpi (CPU, launched with mpirun) or nccl (GPU).", nameof(text)),
         };
     }
 
@@ -123,7 +123,7 @@ public abstract class ProcessGroup : IDisposable
         {
             DistributedBackend.None => env.WorldSize == 1 ? new SingleProcessGroup(wait) : throw new ArgumentException(
                 $"This process was launched as rank {env.Rank} of {env.WorldSize} ({env.Source} variables) but no distributed backend was chosen; "
-                + "pass --dist-backend mpi (CPU, under mpirun) or --dist-backend nccl (GPU), or launch a single process.", "--dist-backend"),
+                + "choose DistributedBackend.Mpi (CPU, under mpirun) or DistributedBackend.Nccl (GPU), or launch a single process.", nameof(backend)),
             DistributedBackend.Mpi => MpiProcessGroup.Create(env, wait),
             DistributedBackend.Nccl => NcclProcessGroup.Create(env, wait),
             _ => throw new ArgumentOutOfRangeException(nameof(backend), backend, "Unknown backend."),

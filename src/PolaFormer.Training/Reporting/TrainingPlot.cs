@@ -58,23 +58,18 @@ public static class TrainingPlot
         var finite = series.SelectMany(s => s.Values).Where(double.IsFinite).ToArray();
         if (xs.Length == 0 || finite.Length == 0) return;
 
-        double xMin = xs.Min(), xMax = Math.Max(xs.Max(), xMin + 1);
-        double yMin = finite.Min(), yMax = finite.Max();
-        if (yMax - yMin < 1e-9) { yMin -= 0.5; yMax += 0.5; }
-        double pad = (yMax - yMin) * 0.05;
-        yMin -= pad; yMax += pad;
+        var (xMin, xMax, ticks) = EpochAxis(xs);
+        var (yMin, yMax, yTicks) = ValueAxis(finite.Min(), finite.Max());
         float X(double x) => (float)(area.Left + (x - xMin) / (xMax - xMin) * area.Width);
         float Y(double y) => (float)(area.Bottom - (y - yMin) / (yMax - yMin) * area.Height);
 
-        for (int i = 0; i <= 4; i++)
+        foreach (double y in yTicks)
         {
-            double y = yMin + (yMax - yMin) * i / 4;
             canvas.DrawLine(area.Left, Y(y), area.Right, Y(y), grid);
-            if (font is not null) Text(canvas, y.ToString("G4", CultureInfo.InvariantCulture), area.Left - 6, Y(y) + 5, font, SKTextAlign.Right, SKColors.DimGray);
+            if (font is not null) Text(canvas, y.ToString("G6", CultureInfo.InvariantCulture), area.Left - 6, Y(y) + 5, font, SKTextAlign.Right, SKColors.DimGray);
         }
-        int step = Math.Max(1, (int)Math.Ceiling((xMax - xMin) / 10));
-        for (double x = Math.Ceiling(xMin); x <= xMax; x += step)
-            if (font is not null) Text(canvas, ((int)x).ToString(CultureInfo.InvariantCulture), X(x), area.Bottom + 20, font, SKTextAlign.Center, SKColors.DimGray);
+        foreach (int x in ticks)
+            if (font is not null) Text(canvas, x.ToString(CultureInfo.InvariantCulture), X(x), area.Bottom + 20, font, SKTextAlign.Center, SKColors.DimGray);
         if (font is not null) Text(canvas, "epoch", area.MidX, area.Bottom + 42, font, SKTextAlign.Center, SKColors.Black);
 
         for (int s = 0; s < series.Length; s++)
@@ -100,6 +95,37 @@ public static class TrainingPlot
                 Text(canvas, name, area.Right - 78, ly, font, SKTextAlign.Left, SKColors.Black);
             }
         }
+    }
+
+    /// <summary>The epoch axis of <paramref name="epochs"/> (not empty): its range, and ticks at whole epochs only,
+    /// at most about ten, all within the epochs plotted. A single epoch is centred, with the one tick under it.</summary>
+    internal static (double Min, double Max, IReadOnlyList<int> Ticks) EpochAxis(IReadOnlyList<double> epochs)
+    {
+        double first = epochs.Min(), last = epochs.Max();
+        double min = first, max = last;
+        if (max - min < 1) { min -= 0.5; max += 0.5; }
+        int step = Math.Max(1, (int)Math.Ceiling((last - first) / 10));
+        var ticks = new List<int>();
+        for (long x = (long)Math.Ceiling(first); x <= last; x += step) ticks.Add((int)x);
+        return (min, max, ticks);
+    }
+
+    /// <summary>A value axis over [<paramref name="low"/>, <paramref name="high"/>] with round ticks: a step of 1, 2,
+    /// 2.5 or 5 × 10ᵏ giving about four intervals, the range widened to whole steps. A single value (one epoch) gets a
+    /// range around it of a tenth of its size (at least 0.1).</summary>
+    internal static (double Min, double Max, IReadOnlyList<double> Ticks) ValueAxis(double low, double high)
+    {
+        if (high - low < 1e-9)
+        {
+            double half = Math.Max(Math.Abs(low) * 0.1, 0.1);
+            (low, high) = (low - half, high + half);
+        }
+        double raw = (high - low) / 4, magnitude = Math.Pow(10, Math.Floor(Math.Log10(raw)));
+        double step = new[] { 1, 2, 2.5, 5, 10 }.Select(f => f * magnitude).First(candidate => candidate >= raw * (1 - 1e-9));
+        double min = Math.Floor(low / step + 1e-9) * step, max = Math.Ceiling(high / step - 1e-9) * step;
+        var ticks = new List<double>();
+        for (int i = 0; min + i * step <= max + step * 1e-6; i++) ticks.Add(Math.Round(min + i * step, 12));
+        return (min, max, ticks);
     }
 
     private static void Text(SKCanvas canvas, string text, float x, float y, SKFont font, SKTextAlign align, SKColor color)

@@ -78,16 +78,16 @@ public sealed class ProcessGroupTests : TorchTest
     public void Several_launched_processes_without_a_backend_fail_before_training_side_by_side()
     {
         FluentActions.Invoking(() => ProcessGroup.Create(DistributedBackend.None, environment: new LaunchEnvironment(1, 4, 1, null, null, "torchrun", null)))
-            .Should().Throw<ArgumentException>().WithMessage("*rank 1 of 4 (torchrun variables) but no distributed backend*--dist-backend mpi*");
+            .Should().Throw<ArgumentException>().WithMessage("*rank 1 of 4 (torchrun variables) but no distributed backend*DistributedBackend.Mpi*");
         ProcessGroup.ParseBackend("NCCL").Should().Be(DistributedBackend.Nccl);
-        FluentActions.Invoking(() => ProcessGroup.ParseBackend("gloo")).Should().Throw<ArgumentException>().WithMessage("--dist-backend is 'gloo'; expected none, mpi*nccl*");
+        FluentActions.Invoking(() => ProcessGroup.ParseBackend("gloo")).Should().Throw<ArgumentException>().WithMessage("Distributed backend 'gloo' is not known; expected none, mpi*nccl*");
     }
 
     [Fact]
     public void Nccl_without_libnccl_fails_with_a_message_that_says_what_to_install()
     {
         FluentActions.Invoking(() => NcclLibrary.Load(["libnccl-not-installed.so.2"]))
-            .Should().Throw<DistributedException>().WithMessage("The nccl backend needs NVIDIA's NCCL library (libnccl-not-installed.so.2)*not found*libnccl2*--dist-backend mpi*");
+            .Should().Throw<DistributedException>().WithMessage("The nccl backend needs NVIDIA's NCCL library (libnccl-not-installed.so.2)*not found*libnccl2*DistributedBackend.Mpi*");
 
         int port = FreePort();
         var env = new LaunchEnvironment(0, 2, 0, "127.0.0.1", port, "torchrun", port);

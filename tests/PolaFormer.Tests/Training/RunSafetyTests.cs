@@ -143,7 +143,7 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
         var run = Path.Combine(_root, "run");
         FluentActions.Invoking(() => Make(Options(epochs: 2) with { Seed = 8, WeightDecay = 0.1 }, data, "run").Run())
             .Should().Throw<ArgumentException>()
-            .WithMessage($"Checkpoint '{Path.Combine(run, "epoch-0000-step-000002.ckpt")}' belongs to another run (WeightDecay 0.05 → 0.1; Seed 7 → 8); pass another --output*--continue*");
+            .WithMessage($"Checkpoint '{Path.Combine(run, "epoch-0000-step-000002.ckpt")}' belongs to another run (WeightDecay 0.05 → 0.1; Seed 7 → 8); use another output folder*TrainingOptions.ContinueRun*");
 
         var otherData = TrainingFixtures.WriteImageFolder(Path.Combine(_root, "data2"), classes: 2, trainPerClass: 12, valPerClass: 4);
         FluentActions.Invoking(() => Make(Options(epochs: 2), Datasets.Open(otherData) with { Recipe = TrainingFixtures.SmallImageNetRecipe }, "run").Run())
@@ -166,7 +166,7 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
         var run = Path.Combine(_root, "run");
 
         FluentActions.Invoking(() => Make(Options(epochs: 1), data, "run").Run()).Should().Throw<ArgumentException>()
-            .WithMessage($"Checkpoint '{Path.Combine(run, "epoch-0001.ckpt")}' ends a finished run (1 of 1 epochs)*--continue with a larger --epochs*");
+            .WithMessage($"Checkpoint '{Path.Combine(run, "epoch-0001.ckpt")}' ends a finished run (1 of 1 epochs)*TrainingOptions.ContinueRun with a larger TrainingOptions.Epochs*");
         FluentActions.Invoking(() => Make(Options(epochs: 2), data, "run").Run()).Should().Throw<ArgumentException>()
             .WithMessage("*belongs to another run (Epochs 1 → 2)*");
 
@@ -190,7 +190,7 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
         foreach (bool explicitResume in new[] { false, true })
             FluentActions.Invoking(() => Make(Options(epochs: 2) with { BatchSize = 8, ContinueRun = true }, data, "run").Run(explicitResume ? checkpoint : null))
                 .Should().Throw<ArgumentException>()
-                .WithMessage($"Checkpoint '{checkpoint}' was written with --batch-size 4; this run asks for --batch-size 8.*resume with --batch-size 4*");
+                .WithMessage($"Checkpoint '{checkpoint}' was written with TrainingOptions.BatchSize 4; this run asks for TrainingOptions.BatchSize 8.*resume with TrainingOptions.BatchSize 4*");
     }
 
     [Fact]
@@ -222,25 +222,25 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
     {
         var file = Path.Combine(_root, "file");
         File.WriteAllText(file, "x");
-        FluentActions.Invoking(() => new CheckpointFolder(file)).Should().Throw<IOException>().WithMessage($"--output '{file}' is a file; expected a folder*");
+        FluentActions.Invoking(() => new CheckpointFolder(file)).Should().Throw<IOException>().WithMessage($"Output folder '{file}' is a file; expected a folder*");
 
         var dangling = Path.Combine(_root, "dangling");
         File.CreateSymbolicLink(dangling, Path.Combine(_root, "missing-target"));
         FluentActions.Invoking(() => new CheckpointFolder(dangling)).Should().Throw<IOException>()
-            .WithMessage($"--output '{dangling}' is a symbolic link to '{Path.Combine(_root, "missing-target")}', which does not exist*");
+            .WithMessage($"Output folder '{dangling}' is a symbolic link to '{Path.Combine(_root, "missing-target")}', which does not exist*");
 
         var ok = new CheckpointFolder(Path.Combine(_root, "ok"));
         long free = ok.FreeBytes();
         free.Should().BePositive();
         ok.CheckWritable(1 << 20);
         FluentActions.Invoking(() => ok.CheckWritable(free * 4)).Should().Throw<IOException>()
-            .WithMessage($"--output '{ok.Folder}' has * MB free; a checkpoint needs about * MB*");
+            .WithMessage($"Output folder '{ok.Folder}' has * MB free; a checkpoint needs about * MB*");
         Directory.EnumerateFileSystemEntries(ok.Folder).Should().BeEmpty("the probe file is removed");
 
         var (folder, how) = UnwritableFolder(_root);
         _output.WriteLine($"unwritable folder: {folder} ({how})");
         FluentActions.Invoking(() => new CheckpointFolder(folder).CheckWritable(1)).Should().Throw<IOException>()
-            .WithMessage($"--output '{folder}' is not writable (*); pass a folder you can write to.");
+            .WithMessage($"Output folder '{folder}' is not writable (*); pass a folder you can write to.");
     }
 
     /// <summary>A folder this process cannot write into: chmod 555 works for ordinary users; root ignores the mode,

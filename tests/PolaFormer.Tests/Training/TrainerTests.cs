@@ -128,12 +128,12 @@ public sealed class TrainerTests : TorchTest, IDisposable
     {
         var data = Data();
         FluentActions.Invoking(() => new Trainer(Options(2) with { BatchSize = 0 }, data, Path.Combine(_root, "x")))
-            .Should().Throw<ArgumentException>().WithMessage("--batch-size is 0; expected at least 1*");
+            .Should().Throw<ArgumentException>().WithMessage("TrainingOptions.BatchSize is 0; expected at least 1*");
         FluentActions.Invoking(() => new Trainer(Options(2) with { Dtype = "float8" }, data, Path.Combine(_root, "x")))
-            .Should().Throw<ArgumentException>().WithMessage("--dtype is 'float8'; expected float32, bfloat16 or float16*");
+            .Should().Throw<ArgumentException>().WithMessage("TrainingOptions.Dtype is 'float8'; expected float32, bfloat16 or float16*");
         FluentActions.Invoking(() => new Trainer(Options(2) with { Model = "pola_resnet" }, data, Path.Combine(_root, "x")))
             .Should().Throw<ArgumentException>().WithMessage("*Unknown model 'pola_resnet'*");
         FluentActions.Invoking(() => Make(Options(2) with { BatchSize = 100 }, data, "x").Run())
-            .Should().Throw<ArgumentException>().WithMessage("*--batch-size 100 is larger than the training set (24 images)*");
+            .Should().Throw<ArgumentException>().WithMessage("*TrainingOptions.BatchSize 100 is larger than the training set (24 images)*");
     }
 }
