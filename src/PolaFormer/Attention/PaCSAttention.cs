@@ -20,11 +20,11 @@ namespace PolaFormer.Attention;
 /// (taken before the rotary encoding), then rotated, and reads one half of v. The two results, side by side, plus
 /// a 5×5 depthwise convolution of v (lepe), times the gate, go through <c>proj</c>.</para>
 /// <para>Keys and queries are 2·head_dim wide, so the rotary tables are those of
-/// <see cref="RotaryEmbedding.Tables"/>(2·dim, heads); <see cref="forward(Tensor, long, long, Tensor?, Tensor?)"/>
+/// <c>RotaryEmbedding.Tables</c>(2·dim, heads); <see cref="forward(Tensor, long, long, Tensor?, Tensor?)"/>
 /// builds them from the grid, and <see cref="ForwardWithTables"/> takes them from the
 /// caller (a stage builds them once for all its blocks, as the official code does).</para>
 /// </remarks>
-public sealed class PaCSAttention : TokenAttention
+public sealed class PaCSAttention : TokenAttention, IRotaryAttention
 {
     /// <summary>Added to the normaliser before dividing (the official 1e-6).</summary>
     public const double Epsilon = 1e-6;
@@ -63,7 +63,7 @@ public sealed class PaCSAttention : TokenAttention
     /// <summary>Which formulation of the maths runs.</summary>
     public PolarityImplementation Implementation { get; set; }
 
-    /// <summary>The rotary tables this layer needs on a height × width grid: <see cref="RotaryEmbedding.Tables"/>(2·dim, heads).</summary>
+    /// <summary>The rotary tables this layer needs on a height × width grid: <c>RotaryEmbedding.Tables</c>(2·dim, heads).</summary>
     public (Tensor Sin, Tensor Cos) RotaryTables(long height, long width, ScalarType? dtype = null, Device? device = null) =>
         RotaryEmbedding.Tables(2 * Dim, NumHeads, height, width, dtype, device);
 

@@ -38,24 +38,50 @@ public static class RotaryEmbedding
     public static (Tensor Sin, Tensor Cos) Tables(long embedDim, long numHeads, long height, long width,
         ScalarType? dtype = null, Device? device = null, double rotaryBase = DefaultBase)
     {
+        Check.Positive(height, nameof(height));
+        Check.Positive(width, nameof(width));
+        using var angle = Frequencies(embedDim, numHeads, dtype, device, rotaryBase);
+        return Tables(angle, height, width);
+    }
+
+    /// <summary>The frequencies of the tables (the official <c>RoPE.angle</c> buffer): base^(−t) for t evenly
+    /// spaced over [0, 1], each repeated twice, TableWidth / 2 values.</summary>
+    /// <param name="embedDim">Channels the table is built for.</param>
+    /// <param name="numHeads">Heads.</param>
+    /// <param name="dtype">Dtype (default float32).</param>
+    /// <param name="device">Device (default: the current default device).</param>
+    /// <param name="rotaryBase">Base of the frequencies.</param>
+    public static Tensor Frequencies(long embedDim, long numHeads, ScalarType? dtype = null, Device? device = null, double rotaryBase = DefaultBase)
+    {
         long tableWidth = TableWidth(embedDim, numHeads);
         if (tableWidth == 0)
             throw new ArgumentException(
                 $"embedDim / numHeads = {embedDim} / {numHeads} gives fewer than 4 channels per head; the rotary tables need at least 4.", nameof(embedDim));
-        Check.Positive(height, nameof(height));
-        Check.Positive(width, nameof(width));
         Check.Positive(rotaryBase, nameof(rotaryBase));
         var type = dtype ?? ScalarType.Float32;
-
         using var scope = NewDisposeScope();
         long frequencies = tableWidth / 4;
-        // The official table computes the frequencies in the buffer's dtype, base ** linspace(0, 1, n); done the same
-        // way here so float32 tables agree with the official ones to the last bit or two.
+        // The official buffer is computed in its dtype as base ** linspace(0, 1, n); done the same way here so float32
+        // tables agree with the official ones to the last bit or two.
         var exponents = linspace(0, 1, frequencies, dtype: type, device: device);
         var angle = 1.0 / full(frequencies, rotaryBase, dtype: type, device: device).pow(exponents);
-        angle = angle.unsqueeze(-1).repeat(1, 2).flatten();                          // (2n): each frequency twice
-        var rows = arange(height, dtype: type, device: device).unsqueeze(-1) * angle;   // (H, 2n)
-        var columns = arange(width, dtype: type, device: device).unsqueeze(-1) * angle; // (W, 2n)
+        return angle.unsqueeze(-1).repeat(1, 2).flatten().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The (sin, cos) tables for a <paramref name="height"/> × <paramref name="width"/> grid from the
+    /// frequencies <paramref name="angle"/> (<see cref="Frequencies"/>), in its dtype and on its device.</summary>
+    /// <returns>sin and cos, each (height·width, 2·angle length): rows' phases then columns' phases.</returns>
+    public static (Tensor Sin, Tensor Cos) Tables(Tensor angle, long height, long width)
+    {
+        ArgumentNullException.ThrowIfNull(angle);
+        if (angle.dim() != 1 || angle.shape[0] % 2 != 0)
+            throw new ArgumentException($"angle has shape {Check.Format(angle.shape)}; expected a 1-D tensor of even length (each frequency twice).", nameof(angle));
+        Check.Positive(height, nameof(height));
+        Check.Positive(width, nameof(width));
+        using var scope = NewDisposeScope();
+        long tableWidth = 2 * angle.shape[0];
+        var rows = arange(height, dtype: angle.dtype, device: angle.device).unsqueeze(-1) * angle;   // (H, w/2)
+        var columns = arange(width, dtype: angle.dtype, device: angle.device).unsqueeze(-1) * angle; // (W, w/2)
         var rowPhase = rows.unsqueeze(1).expand(height, width, -1);
         var columnPhase = columns.unsqueeze(0).expand(height, width, -1);
         var sin = cat([rowPhase.sin(), columnPhase.sin()], -1).reshape(height * width, tableWidth);
@@ -93,4 +119,12 @@ public static class RotaryEmbedding
                 $"x has shape {Check.Format(x.shape)}; expected (…, N={sin.shape[0]}, d={sin.shape[1]}) to match the rotary tables.", nameof(x));
         return x * cos + RotateEveryTwo(x) * sin;
     }
+}
+
+/// <summary>An attention layer that takes the rotary tables from its caller (a PolaFormer++ stage builds them once
+/// for all its blocks).</summary>
+public interface IRotaryAttention
+{
+    /// <summary>Attention over tokens (B, N, C) on a height × width grid with the caller's (N, d) sin and cos tables.</summary>
+    Tensor ForwardWithTables(Tensor x, long height, long width, Tensor sin, Tensor cos);
 }

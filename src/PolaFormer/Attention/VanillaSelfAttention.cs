@@ -13,10 +13,10 @@ namespace PolaFormer.Attention;
 /// </summary>
 /// <remarks>
 /// One projection <c>qkvo</c> gives q, k, v and the gate o; q and k are rotated with
-/// <see cref="RotaryEmbedding.Tables"/>(dim, heads) before softmax(q·kᵀ/√d)·v; the depthwise convolution of v
+/// <c>RotaryEmbedding.Tables</c>(dim, heads) before softmax(q·kᵀ/√d)·v; the depthwise convolution of v
 /// (lepe) is added and the sum, times the gate, goes through <c>proj</c>. The head width must be a multiple of 4.
 /// </remarks>
-public sealed class VanillaSelfAttention : TokenAttention
+public sealed class VanillaSelfAttention : TokenAttention, IRotaryAttention
 {
     private readonly Linear qkvo;
     private readonly Conv2d lepe;
@@ -45,7 +45,7 @@ public sealed class VanillaSelfAttention : TokenAttention
     /// <inheritdoc />
     public override char Letter => 'V';
 
-    /// <summary>The rotary tables this layer needs on a height × width grid: <see cref="RotaryEmbedding.Tables"/>(dim, heads).</summary>
+    /// <summary>The rotary tables this layer needs on a height × width grid: <c>RotaryEmbedding.Tables</c>(dim, heads).</summary>
     public (Tensor Sin, Tensor Cos) RotaryTables(long height, long width, ScalarType? dtype = null, Device? device = null) =>
         RotaryEmbedding.Tables(Dim, NumHeads, height, width, dtype, device);
 
