@@ -132,7 +132,7 @@ public sealed class PolaPlusPlus : Backbone
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
     internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaPlusPlusOptions.Presets,
-        (name, o) => new ModelInfo(name, FamilyName, (o.ImageSize, o.ImageSize), o.AttentionTypes, null),
+        (name, o) => new ModelInfo(name, FamilyName, (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
         (o, x, device, dtype) => new PolaPlusPlus(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
@@ -140,6 +140,13 @@ public sealed class PolaPlusPlus : Backbone
             AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
             ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this PolaFormer++ preset") : o.ImageSize,
         }, device, dtype));
+
+    /// <summary>ImageNet-1k top-1 (%) at 224² that the authors' README reports for each preset.</summary>
+    private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
+    {
+        ["pola_pp_b0"] = 76.9, ["pola_pp_b1"] = 79.1, ["pola_pp_b2"] = 82.8,
+        ["pola_pp_b3"] = 84.3, ["pola_pp_b4"] = 85.4, ["pola_pp_b5"] = 85.6,
+    }.ToFrozenDictionary();
 
     /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
     public const string FamilyName = "PolaFormer++";
