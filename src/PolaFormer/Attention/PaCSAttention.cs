@@ -57,7 +57,10 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
         RegisterComponents();
     }
 
-    /// <inheritdoc />
+    /// <summary>'P', the letter of PaCS stages in <see cref="Models.PolaPlusPlusOptions.AttentionTypes"/>. Not a kind of
+    /// <see cref="AttentionRegistry"/>: the layer takes its rotary tables from its stage and has none of the
+    /// AttentionSpec's options (bias switch, α, kernel size, spatial reduction, prefix tokens, windows), so the
+    /// PolaFormer++ blocks build it directly.</summary>
     public override char Letter => 'P';
 
     /// <summary>Which formulation of the maths runs.</summary>

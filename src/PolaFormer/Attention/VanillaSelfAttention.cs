@@ -42,7 +42,10 @@ public sealed class VanillaSelfAttention : TokenAttention, IRotaryAttention
         RegisterComponents();
     }
 
-    /// <inheritdoc />
+    /// <summary>'V', the letter of softmax-with-RoPE stages in <see cref="Models.PolaPlusPlusOptions.AttentionTypes"/>. Not a kind of
+    /// <see cref="AttentionRegistry"/>: the layer takes its rotary tables from its stage and has none of the
+    /// AttentionSpec's options (bias switch, α, kernel size, spatial reduction, prefix tokens, windows), so the
+    /// PolaFormer++ blocks build it directly.</summary>
     public override char Letter => 'V';
 
     /// <summary>The rotary tables this layer needs on a height × width grid: <c>RotaryEmbedding.Tables</c>(dim, heads).</summary>
