@@ -23,7 +23,11 @@ public sealed class GoldenCase : IDisposable
         Id = id;
         Path = path;
         _file = SafeTensors.Load(path);
-        var companion = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path)!, "f64", System.IO.Path.GetFileName(path));
+        var folder = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path)!, "f64");
+        var companion = System.IO.Path.Combine(folder, System.IO.Path.GetFileName(path));
+        // The PolaFormer++ cases name their companion <name>.f64.safetensors.
+        if (!File.Exists(companion))
+            companion = System.IO.Path.Combine(folder, System.IO.Path.GetFileNameWithoutExtension(path) + ".f64.safetensors");
         Float64 = File.Exists(companion) ? SafeTensors.Load(companion) : null;
     }
 
@@ -40,16 +44,36 @@ public sealed class GoldenCase : IDisposable
 
     public static string BundledFolder => System.IO.Path.Combine(AppContext.BaseDirectory, "Golden");
 
-    /// <summary>The ids of every case: the bundled files, then those of <see cref="ExtraFolderVariable"/>.</summary>
-    public static IEnumerable<string> AllIds()
+    /// <summary>File-name prefixes of the PolaFormer++ cases, whose layout differs (<c>param.</c>-prefixed state
+    /// dicts, (B, C, H, W) inputs, rotary tables): only <see cref="PlusPlusIds"/> lists them.</summary>
+    public static readonly IReadOnlyList<string> PlusPlusPrefixes = ["attnpp_", "modelpp_"];
+
+    /// <summary>The ids of every PolaFormer case: the bundled files, then those of <see cref="ExtraFolderVariable"/>
+    /// (PolaFormer++ cases excluded).</summary>
+    public static IEnumerable<string> AllIds() =>
+        IdsWhere(name => !PlusPlusPrefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal)));
+
+    /// <summary>The ids of the PolaFormer++ cases whose file name starts with <paramref name="prefix"/>
+    /// (<c>attnpp_</c> or <c>modelpp_</c>), bundled then from <see cref="ExtraFolderVariable"/>.</summary>
+    public static IEnumerable<string> PlusPlusIds(string prefix) =>
+        IdsWhere(name => name.StartsWith(prefix, StringComparison.Ordinal));
+
+    private static IEnumerable<string> IdsWhere(Func<string, bool> keep)
     {
         foreach (var f in Directory.EnumerateFiles(BundledFolder, "*.safetensors").Order())
-            yield return BundledPrefix + System.IO.Path.GetFileName(f);
+            if (keep(System.IO.Path.GetFileName(f)))
+                yield return BundledPrefix + System.IO.Path.GetFileName(f);
         var extra = Environment.GetEnvironmentVariable(ExtraFolderVariable);
         if (!string.IsNullOrWhiteSpace(extra) && Directory.Exists(extra))
             foreach (var f in Directory.EnumerateFiles(extra, "*.safetensors").Order())
-                yield return ExtraPrefix + System.IO.Path.GetFileName(f);
+                if (keep(System.IO.Path.GetFileName(f)))
+                    yield return ExtraPrefix + System.IO.Path.GetFileName(f);
     }
+
+    /// <summary>The <c>param.</c>-prefixed tensors of a PolaFormer++ case, keyed by their state-dict name.</summary>
+    public Dictionary<string, Tensor> PrefixedStateDict(SafeTensorsFile? file = null) => (file?.Tensors ?? Tensors)
+        .Where(kv => kv.Key.StartsWith("param.", StringComparison.Ordinal))
+        .ToDictionary(kv => kv.Key["param.".Length..], kv => kv.Value);
 
     public static IEnumerable<string> IdsOfKind(string kind) => AllIds().Where(id =>
     {
