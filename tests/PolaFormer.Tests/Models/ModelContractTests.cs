@@ -109,19 +109,28 @@ public sealed class ModelContractTests : TorchTest
         var y = model.forward(x);
         y.shape.Should().Equal(1, 3);
 
-        string path = Path.Combine(Path.GetTempPath(), $"contract-{name}-{Guid.NewGuid():N}.safetensors");
-        try
+        // Through a safetensors file up to 20 M parameters; the base presets (up to 98 M, 0.8 GB in float64) load the
+        // state dict in memory through the same strict loader, which keeps the suite's disk traffic and time bounded.
+        using var copy = ModelRegistry.Create(name, numClasses: 3, imageSize: (Side, Side), dtype: ScalarType.Float64);
+        if (model.parameters().Sum(p => p.numel()) <= 20_000_000)
         {
-            Checkpoint.Save(model, path);
-            using var copy = ModelRegistry.Create(name, numClasses: 3, imageSize: (Side, Side), dtype: ScalarType.Float64);
-            Checkpoint.Load(copy, path);
-            copy.eval();
-            copy.forward(x).eq(y).all().item<bool>().Should().BeTrue("the saved and loaded weights compute the same logits");
+            string path = Path.Combine(Path.GetTempPath(), $"contract-{name}-{Guid.NewGuid():N}.safetensors");
+            try
+            {
+                Checkpoint.Save(model, path);
+                Checkpoint.Load(copy, path);
+            }
+            finally
+            {
+                File.Delete(path);
+            }
         }
-        finally
+        else
         {
-            File.Delete(path);
+            StateDictLoader.Load(copy, model.state_dict());
         }
+        copy.eval();
+        copy.forward(x).eq(y).all().item<bool>().Should().BeTrue("the saved and loaded weights compute the same logits");
     }
 
     [Theory]
