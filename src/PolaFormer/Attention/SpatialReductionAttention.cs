@@ -105,7 +105,7 @@ public sealed class SpatialReductionAttention : TokenAttention
 
         var attn = query.matmul(key.transpose(-2, -1)) * _scale;
         if (paddingMask is not null)
-            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(-100.0).unsqueeze(1).unsqueeze(1);
+            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(MaskedScoreBias).unsqueeze(1).unsqueeze(1);
         attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(value).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();

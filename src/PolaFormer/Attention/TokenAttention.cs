@@ -20,6 +20,10 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
         NumHeads = numHeads;
     }
 
+    /// <summary>The additive score bias that masks a key out, as the official Swin code writes it (−100, not −∞, so a
+    /// fully masked row stays finite): shifted-window masks and padding masks use it alike.</summary>
+    public const double MaskedScoreBias = -100.0;
+
     /// <summary>Channels in and out (C).</summary>
     public long Dim { get; }
 

@@ -30,9 +30,6 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
     private readonly PositionalEncodingResizer _tableResizer;
     private readonly Dictionary<(long Window, DeviceType Type, int Index), Tensor> _indexCache = new();
 
-    // The value Swin uses in its shift mask; exp(−100) underflows to 0 next to any real logit.
-    private const double PaddingBias = -100.0;
-
     /// <summary>Creates the layer.</summary>
     /// <param name="dim">Channels C.</param>
     /// <param name="windowSize">Side w of the square window.</param>
@@ -122,7 +119,7 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
                 .view(-1, heads, tokens, tokens);
         }
         if (paddingMask is not null)
-            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(PaddingBias).unsqueeze(1).unsqueeze(1);
+            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(MaskedScoreBias).unsqueeze(1).unsqueeze(1);
         attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(v).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();

@@ -440,8 +440,6 @@ internal sealed class PolaSwinStage : nn.Module
 /// </summary>
 internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
 {
-    private const double MaskedBias = -100.0;
-
     private readonly LayerNorm norm1;
     private readonly TokenAttention attn;
     private readonly DropPath drop_path;
@@ -568,7 +566,7 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
             .to(float32).view(1, height, width, 1);
         var windows = Partition(labels, window).view(-1, window * window);
         var difference = windows.unsqueeze(1) - windows.unsqueeze(2);
-        var mask = zeros_like(difference).masked_fill(difference.ne(0), MaskedBias);
+        var mask = zeros_like(difference).masked_fill(difference.ne(0), TokenAttention.MaskedScoreBias);
         return mask.to(dtype, device).MoveToOuterDisposeScope();
     }
 
