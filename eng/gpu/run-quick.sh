@@ -2,7 +2,7 @@
 # A short GPU regression run (about a minute on an H200): golden conformance on CUDA, the fused-kernel checks, and the
 # library's Trainer on the digits for one epoch in float32 and bfloat16. On the GPU machine, after
 # `bash eng/gpu/pack.sh` here and with .gpu/ copied there:
-#   OUT=/tmp/polaformer-out bash .gpu/run-quick.sh
+#   OUT=out bash .gpu/run-quick.sh
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$here/out}; WORK=${TMPDIR:-/tmp}/polaformer-gpucheck
