@@ -75,11 +75,10 @@ internal static class Check
             throw new ArgumentException($"{name} has dtype {x.dtype}; expected a floating-point tensor (float32, float16, bfloat16 or float64).", name);
     }
 
-    /// <summary>Checks that x has the dtype and device of <paramref name="module"/>'s parameters.</summary>
-    public static void MatchesParameters(Tensor x, TorchSharp.torch.nn.Module module, string name)
+    /// <summary>Checks that x has the dtype and device of <paramref name="first"/>, the weight that meets it first (a
+    /// single tensor: enumerating a model's parameters on every forward would cost host time on the hot path).</summary>
+    public static void MatchesParameters(Tensor x, Tensor first, string name)
     {
-        var first = module.parameters().FirstOrDefault();
-        if (first is null) return;
         if (x.dtype != first.dtype)
             throw new ArgumentException(
                 $"{name} has dtype {x.dtype} but the model's parameters are {first.dtype}; convert the input (x.to({first.dtype})) or the model (model.to({x.dtype})).", name);

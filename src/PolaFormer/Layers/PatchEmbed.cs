@@ -48,6 +48,9 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
     /// <summary>(B, C, H, W) → (B, (H/p)·(W/p), embedDim).</summary>
     public override Tensor forward(Tensor x) => Embed(x).Tokens;
 
+    /// <summary>The projection's weight: the first parameter an image meets (its dtype and device are the model's).</summary>
+    internal Tensor Weight => proj.weight!;
+
     /// <summary>(B, C, H, W) → tokens (B, ⌊H/p⌋·⌊W/p⌋, embedDim) and their grid (⌊H/p⌋, ⌊W/p⌋); a remainder
     /// of rows or columns is dropped, as the strided convolution does.</summary>
     /// <exception cref="ArgumentException">x is not (B, inChannels, H, W) with H, W ≥ the patch size.</exception>

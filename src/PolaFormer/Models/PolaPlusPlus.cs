@@ -272,7 +272,7 @@ public sealed class PolaPlusPlus : Backbone
     private Tensor? Run(Tensor images, IReadOnlySet<int>? wanted, int stopUntil, List<Tensor>? maps)
     {
         Check.Images(images, InChannels, nameof(images));
-        Check.MatchesParameters(images, this, nameof(images));
+        Check.MatchesParameters(images, patch_embed.parameters().First(), nameof(images));
         var x = patch_embed.forward(images);
         Observe("patch_embed", x);
         for (int i = 0; i < PolaPlusPlusOptions.StageCount; i++)

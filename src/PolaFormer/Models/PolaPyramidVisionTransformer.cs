@@ -445,7 +445,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     private void CheckImages(Tensor images)
     {
         Check.Images(images, InChannels, nameof(images));
-        Check.MatchesParameters(images, this, nameof(images));
+        Check.MatchesParameters(images, PatchEmbedAt(0).Weight, nameof(images));
         long h = images.shape[2], w = images.shape[3], patch = Options.PatchSize;
         if (h % patch != 0 || w % patch != 0)
             throw new ArgumentException(

@@ -304,7 +304,7 @@ public sealed class PolaSwinTransformer : Backbone
     private void CheckImages(Tensor images)
     {
         Check.Images(images, InChannels, nameof(images));
-        Check.MatchesParameters(images, this, nameof(images));
+        Check.MatchesParameters(images, patch_embed.Weight, nameof(images));
         long h = images.shape[2], w = images.shape[3], multiple = InputMultiple;
         if (h <= 0 || w <= 0 || h % multiple != 0 || w % multiple != 0)
             throw new ArgumentException(

@@ -220,7 +220,7 @@ public sealed class PolaVisionTransformer : Backbone
     private (Tensor? Tokens, long Height, long Width) Encode(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         Check.Images(images, InChannels, nameof(images));
-        Check.MatchesParameters(images, this, nameof(images));
+        Check.MatchesParameters(images, patch_embed.Weight, nameof(images));
         long ph = images.shape[2], pw = images.shape[3], p = Options.PatchSize;
         if (ph % p != 0 || pw % p != 0)
             throw new ArgumentException($"images are {ph} × {pw}; both sides must be multiples of the patch size {p}.", nameof(images));
