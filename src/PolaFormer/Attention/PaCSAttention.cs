@@ -97,14 +97,14 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var parts = qkvg.forward(x).reshape(batch, tokens, 4, channels).unbind(2);
+        var parts = qkvg.call(x).reshape(batch, tokens, 4, channels).unbind(2);
         var (q, k, v, g) = (parts[0], parts[1], parts[2], parts[3]);
-        var local = lepe.forward(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
+        var local = lepe.call(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
             .flatten(2).transpose(1, 2);                                                   // (B, N, C)
 
-        q = PolaLinearAttention.SplitHeads(q, batch, tokens, heads);
-        k = PolaLinearAttention.SplitHeads(k, batch, tokens, heads);
-        v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
+        q = SplitHeads(q, batch, tokens, heads);
+        k = SplitHeads(k, batch, tokens, heads);
+        v = SplitHeads(v, batch, tokens, heads);
         var same = sigmoid(s1);
         var opposite = sigmoid(s2);
 
@@ -112,7 +112,7 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
             ? ReferenceCore(q, k, v, same, opposite, sin, cos, tokens)
             : FastCore(q, k, v, same, opposite, sin, cos, tokens);
         var merged = attended.transpose(1, 2).reshape(batch, tokens, channels) + local;
-        return proj.forward(merged * g).MoveToOuterDisposeScope();
+        return proj.call(merged * g).MoveToOuterDisposeScope();
     }
 
     /// <summary>The official op sequence, stream by stream.</summary>

@@ -19,7 +19,7 @@ namespace PolaFormer.Attention;
 /// stretched back to N tokens by 1-D linear interpolation over the flattened token index (as the official code
 /// does) before the depthwise convolution.
 /// </remarks>
-public sealed class PolaLinearAttention : TokenAttention
+public sealed class PolaLinearAttention : PolarityTokenAttention
 {
     private readonly Linear qg;
     private readonly Linear kv;
@@ -53,16 +53,12 @@ public sealed class PolaLinearAttention : TokenAttention
         bool qkvBias = false, long srRatio = 1, double alpha = 4, long kernelSize = 5, double projDrop = 0,
         PolarityImplementation implementation = PolarityImplementation.Fast, long prefixTokens = 0,
         Device? device = null, ScalarType? dtype = null)
-        : base(nameof(PolaLinearAttention), dim, numHeads)
+        : base(nameof(PolaLinearAttention), dim, numHeads, alpha, kernelSize, projDrop, implementation)
     {
-        long headDim = Check.HeadDim(dim, numHeads);
-        Check.EvenHeadDim(headDim, dim, numHeads);
+        long headDim = HeadDim;
         Check.Positive(inputResolution.Height, nameof(inputResolution));
         Check.Positive(inputResolution.Width, nameof(inputResolution));
         Check.Positive(srRatio, nameof(srRatio));
-        Check.Positive(alpha, nameof(alpha));
-        Check.OddKernel(kernelSize);
-        Check.Probability(projDrop, nameof(projDrop));
         if (inputResolution.Height < srRatio || inputResolution.Width < srRatio)
             throw new ArgumentException(
                 $"inputResolution {inputResolution} is smaller than srRatio = {srRatio}; the spatial reduction would leave no tokens.", nameof(inputResolution));
@@ -72,8 +68,6 @@ public sealed class PolaLinearAttention : TokenAttention
             throw new ArgumentException($"prefixTokens = {prefixTokens} needs srRatio = 1 (got {srRatio}): spatial reduction works on the grid only.", nameof(prefixTokens));
         PrefixTokens = prefixTokens;
         SrRatio = srRatio;
-        Alpha = alpha;
-        Implementation = implementation;
         InputResolution = inputResolution;
 
         qg = nn.Linear(dim, 2 * dim, hasBias: qkvBias, device: device, dtype: dtype);
@@ -98,9 +92,6 @@ public sealed class PolaLinearAttention : TokenAttention
     }
 
     /// <inheritdoc />
-    public override char Letter => 'L';
-
-    /// <inheritdoc />
     protected override string BuiltFor =>
         $"a {InputResolution.Height} × {InputResolution.Width} token grid ({InputResolution.Height * InputResolution.Width} tokens)";
 
@@ -113,17 +104,23 @@ public sealed class PolaLinearAttention : TokenAttention
     /// <inheritdoc />
     protected override long GridPrefix => PrefixTokens;
 
-    /// <summary>Scale of the learnable power.</summary>
-    public double Alpha { get; }
-
     /// <summary>The token grid the positional encoding was built for.</summary>
     public (long Height, long Width) InputResolution { get; }
 
-    /// <summary>Which formulation of the polarity maths runs.</summary>
-    public PolarityImplementation Implementation { get; set; }
+    /// <inheritdoc />
+    protected override Conv2d DepthwiseConvolution => dwc;
 
-    /// <summary>Precision of the polarity core when the layer runs in float16/bfloat16 (default: float32 core).</summary>
-    public PolarityPrecision Precision { get; set; } = PolarityPrecision.Float32Core;
+    /// <inheritdoc />
+    protected override Parameter Power => power;
+
+    /// <inheritdoc />
+    protected override Parameter Scale => scale;
+
+    /// <inheritdoc />
+    protected override Linear OutputProjection => proj;
+
+    /// <inheritdoc />
+    protected override Dropout OutputDropout => proj_drop;
 
     /// <inheritdoc />
     /// <remarks>The shift <paramref name="mask"/> is ignored (polarity attention never applies it); a
@@ -138,8 +135,8 @@ public sealed class PolaLinearAttention : TokenAttention
             throw new ArgumentException($"The token grid {height} × {width} is smaller than srRatio = {SrRatio}.", nameof(height));
 
         using var scope = NewDisposeScope();
-        long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var softScale = nn.functional.softplus(scale);
+        long batch = x.shape[0], tokens = x.shape[1], channels = Dim;
+        var softScale = SoftScale();
         var qgOut = QueryKeyScaling.Project(qg, x, softScale, blocks: 2, scaledBlocks: 1, out bool qFolded)
             .reshape(batch, tokens, 2, channels).unbind(2);
         var (q, g) = (qgOut[0], qgOut[1]);
@@ -151,55 +148,34 @@ public sealed class PolaLinearAttention : TokenAttention
             var grid = x.permute(0, 2, 1).reshape(batch, channels, height, width);
             var reduced = sr.call(grid);
             (reducedHeight, reducedWidth) = (reduced.shape[2], reduced.shape[3]);
-            kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
+            kvInput = norm!.call(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
         }
         var kvOut = QueryKeyScaling.Project(kv, kvInput, softScale, blocks: 2, scaledBlocks: 1, out bool kFolded)
             .reshape(batch, -1, 2, channels).permute(2, 0, 1, 3);
         var (k, v) = (kvOut[0], kvOut[1]);
-        long n = k.shape[1];
 
         var encoding = _positionResizer.Resize(positional_encoding, reducedHeight, reducedWidth);
         if (PrefixTokens > 0) encoding = nn.functional.pad(encoding, [0, 0, PrefixTokens, 0]);
-        // The official q / s and (k + encoding) / s, with the division folded into the projections where it pays.
-        k = kFolded ? k + encoding / softScale : (k + encoding) / softScale;
-        if (!qFolded) q = q / softScale;
-        var exponent = 1 + Alpha * sigmoid(power);
+        return Attend(q, k, v, g, encoding, softScale, qFolded, kFolded, height, width, paddingMask).MoveToOuterDisposeScope();
+    }
 
-        q = SplitHeads(q, batch, tokens, heads);
-        k = SplitHeads(k, batch, n, heads);
-        v = SplitHeads(v, batch, n, heads);
-        if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
-
-        // The depthwise convolution sees v on the full grid: stretched back to N tokens when keys were reduced.
+    /// <summary>
+    /// The depthwise term sees v on the full grid: stretched back to N tokens by linear interpolation over the
+    /// flattened token index when keys were reduced (as the official code does), and without the prefix tokens,
+    /// whose term is zero.
+    /// </summary>
+    protected override Tensor LocalTerm(Tensor v, long tokens, long height, long width)
+    {
         var gridValues = v;
         if (sr is not null)
         {
-            gridValues = nn.functional.interpolate(v.transpose(-2, -1).reshape(batch * heads, -1, n), size: [tokens],
+            long batch = v.shape[0], heads = v.shape[1], keys = v.shape[2];
+            gridValues = nn.functional.interpolate(v.transpose(-2, -1).reshape(batch * heads, -1, keys), size: [tokens],
                     mode: InterpolationMode.Linear, align_corners: false)
                 .reshape(batch, heads, -1, tokens).transpose(-2, -1);
         }
-        if (PrefixTokens > 0) gridValues = gridValues[.., .., (int)PrefixTokens.., ..];
-        var local = DepthwiseOverHeads(dwc, gridValues, batch, heads, height, width);
-        if (PrefixTokens > 0) local = nn.functional.pad(local, [0, 0, PrefixTokens, 0]);
-
-        var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
-            Implementation, paddingMask, Precision);
-        var output = proj_drop.call(proj.call(attended));
-        return output.MoveToOuterDisposeScope();
+        if (PrefixTokens == 0) return DepthwiseOverHeads(gridValues, height, width);
+        var local = DepthwiseOverHeads(gridValues[.., .., (int)PrefixTokens.., ..], height, width);
+        return nn.functional.pad(local, [0, 0, PrefixTokens, 0]);
     }
-
-    /// <summary>(B, N, C) → (B, heads, N, C/heads).</summary>
-    internal static Tensor SplitHeads(Tensor t, long batch, long tokens, long heads) =>
-        t.reshape(batch, tokens, heads, -1).permute(0, 2, 1, 3);
-
-    /// <summary>
-    /// The official depthwise convolution on v, one <c>d</c>-channel kernel shared by all heads: v (B, heads, N, d)
-    /// is folded to (B·heads, d, H, W), convolved, and read back per head as (B, heads, N, d) (a view of the
-    /// convolution's channels-last output; the official code merges the heads into channel h·d + c, which the
-    /// callers do when they add it).
-    /// </summary>
-    internal static Tensor DepthwiseOverHeads(Conv2d dwc, Tensor v, long batch, long heads, long height, long width) =>
-        Kernels.DepthwiseConvolution.Apply(v.reshape(batch * heads, height, width, -1).permute(0, 3, 1, 2), dwc.weight!, dwc.bias)
-            .permute(0, 2, 3, 1).reshape(batch, heads, height * width, -1);
-
 }

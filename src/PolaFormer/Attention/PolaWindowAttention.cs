@@ -18,7 +18,7 @@ namespace PolaFormer.Attention;
 /// <c>qkvg</c>; the positional encoding is added to k; the depthwise convolution on v runs over the w × w window
 /// with one kernel shared by all heads. As in the official code the shift mask is accepted and ignored.
 /// </remarks>
-public sealed class PolaWindowAttention : TokenAttention
+public sealed class PolaWindowAttention : PolarityTokenAttention
 {
     private readonly Linear qkvg;
     private readonly Linear proj;
@@ -44,18 +44,11 @@ public sealed class PolaWindowAttention : TokenAttention
     public PolaWindowAttention(long dim, long windowSize, long numHeads, bool qkvBias = true, double alpha = 4,
         long kernelSize = 5, double projDrop = 0, PolarityImplementation implementation = PolarityImplementation.Fast,
         Device? device = null, ScalarType? dtype = null)
-        : base(nameof(PolaWindowAttention), dim, numHeads)
+        : base(nameof(PolaWindowAttention), dim, numHeads, alpha, kernelSize, projDrop, implementation)
     {
-        long headDim = Check.HeadDim(dim, numHeads);
-        Check.EvenHeadDim(headDim, dim, numHeads);
+        long headDim = HeadDim;
         Check.Positive(windowSize, nameof(windowSize));
-        Check.Positive(alpha, nameof(alpha));
-        Check.OddKernel(kernelSize);
-        Check.Probability(projDrop, nameof(projDrop));
-
         WindowSize = windowSize;
-        Alpha = alpha;
-        Implementation = implementation;
 
         qkvg = nn.Linear(dim, 4 * dim, hasBias: qkvBias, device: device, dtype: dtype);
         proj = nn.Linear(dim, dim, device: device, dtype: dtype);
@@ -71,22 +64,25 @@ public sealed class PolaWindowAttention : TokenAttention
     }
 
     /// <inheritdoc />
-    public override char Letter => 'L';
-
-    /// <inheritdoc />
     protected override string BuiltFor => $"{WindowSize} × {WindowSize} windows ({WindowSize * WindowSize} tokens)";
 
     /// <summary>Side of the window the positional encoding was built for.</summary>
     public long WindowSize { get; }
 
-    /// <summary>Scale of the learnable power.</summary>
-    public double Alpha { get; }
+    /// <inheritdoc />
+    protected override Conv2d DepthwiseConvolution => dwc;
 
-    /// <summary>Which formulation of the polarity maths runs.</summary>
-    public PolarityImplementation Implementation { get; set; }
+    /// <inheritdoc />
+    protected override Parameter Power => power;
 
-    /// <summary>Precision of the polarity core when the layer runs in float16/bfloat16 (default: float32 core).</summary>
-    public PolarityPrecision Precision { get; set; } = PolarityPrecision.Float32Core;
+    /// <inheritdoc />
+    protected override Parameter Scale => scale;
+
+    /// <inheritdoc />
+    protected override Linear OutputProjection => proj;
+
+    /// <inheritdoc />
+    protected override Dropout OutputDropout => proj_drop;
 
     /// <summary>Attention inside windows.</summary>
     /// <param name="x">(B·nW, w·w, C) windows.</param>
@@ -106,28 +102,12 @@ public sealed class PolaWindowAttention : TokenAttention
         CheckPaddingMask(paddingMask, x);
 
         using var scope = NewDisposeScope();
-        long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var softScale = nn.functional.softplus(scale);
+        long batch = x.shape[0], tokens = x.shape[1], channels = Dim;
+        var softScale = SoftScale();
         var projected = QueryKeyScaling.Project(qkvg, x, softScale, blocks: 4, scaledBlocks: 2, out bool folded);
         var parts = projected.reshape(batch, tokens, 4, channels).permute(2, 0, 1, 3).unbind(0);
         var (q, k, v, g) = (parts[0], parts[1], parts[2], parts[3]);
-
-        // The official q / s and (k + encoding) / s, with the division folded into the projection where it pays.
         var encoding = _positionResizer.Resize(positional_encoding, height, width);
-        if (folded) k = k + encoding / softScale;
-        else (q, k) = (q / softScale, (k + encoding) / softScale);
-        var exponent = 1 + Alpha * sigmoid(power);
-
-        q = PolaLinearAttention.SplitHeads(q, batch, tokens, heads);
-        k = PolaLinearAttention.SplitHeads(k, batch, tokens, heads);
-        v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
-        if (paddingMask is not null) v = v * paddingMask.to_type(v.dtype).unsqueeze(1).unsqueeze(-1);
-
-        var local = PolaLinearAttention.DepthwiseOverHeads(dwc, v, batch, heads, height, width);
-        var attended = PolarityAttention.ComputeGated(q, k, v, exponent, local, g, PolarityAttention.DefaultEpsilon,
-            Implementation, paddingMask, Precision);
-        var output = proj_drop.call(proj.call(attended));
-        return output.MoveToOuterDisposeScope();
+        return Attend(q, k, v, g, encoding, softScale, folded, folded, height, width, paddingMask).MoveToOuterDisposeScope();
     }
-
 }

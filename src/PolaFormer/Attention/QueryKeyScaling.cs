@@ -22,7 +22,7 @@ internal static class QueryKeyScaling
         var weight = linear.weight!;
         long rows = x.numel() / x.shape[^1];
         folded = rows >= weight.shape[0];
-        if (!folded) return linear.forward(x);
+        if (!folded) return linear.call(x);
 
         using var scope = NewDisposeScope();
         var inverse = softScale.reciprocal().reshape(-1);

@@ -93,14 +93,14 @@ public sealed class SpatialReductionAttention : TokenAttention
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads, headDim = channels / heads;
-        var query = q.forward(x).reshape(batch, tokens, heads, headDim).permute(0, 2, 1, 3);
+        var query = q.call(x).reshape(batch, tokens, heads, headDim).permute(0, 2, 1, 3);
         Tensor kvInput = x;
         if (sr is not null)
         {
             var reduced = sr.call(x.permute(0, 2, 1).reshape(batch, channels, height, width));
-            kvInput = norm!.forward(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
+            kvInput = norm!.call(reduced.reshape(batch, channels, -1).permute(0, 2, 1));
         }
-        var parts = kv.forward(kvInput).reshape(batch, -1, 2, heads, headDim).permute(2, 0, 3, 1, 4).unbind(0);
+        var parts = kv.call(kvInput).reshape(batch, -1, 2, heads, headDim).permute(2, 0, 3, 1, 4).unbind(0);
         var (key, value) = (parts[0], parts[1]);
 
         var attn = query.matmul(key.transpose(-2, -1)) * _scale;

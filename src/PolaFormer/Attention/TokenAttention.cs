@@ -72,6 +72,10 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
         return forward(x, side, side);
     }
 
+    /// <summary>(B, N, C) → (B, heads, N, C/heads).</summary>
+    protected static Tensor SplitHeads(Tensor t, long batch, long tokens, long heads) =>
+        t.reshape(batch, tokens, heads, -1).permute(0, 2, 1, 3);
+
     /// <summary>Checks a padding mask is (B, N) for tokens x (B, N, C).</summary>
     protected static void CheckPaddingMask(Tensor? paddingMask, Tensor x)
     {

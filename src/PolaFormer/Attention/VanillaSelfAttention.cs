@@ -82,16 +82,16 @@ public sealed class VanillaSelfAttention : TokenAttention, IRotaryAttention
 
         using var scope = NewDisposeScope();
         long batch = x.shape[0], tokens = x.shape[1], channels = Dim, heads = NumHeads;
-        var parts = qkvo.forward(x).reshape(batch, tokens, 4, channels).unbind(2);
+        var parts = qkvo.call(x).reshape(batch, tokens, 4, channels).unbind(2);
         var (q, k, v, o) = (parts[0], parts[1], parts[2], parts[3]);
-        var local = lepe.forward(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
+        var local = lepe.call(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
             .flatten(2).transpose(1, 2);
 
-        q = RotaryEmbedding.ThetaShift(PolaLinearAttention.SplitHeads(q, batch, tokens, heads), sin, cos);
-        k = RotaryEmbedding.ThetaShift(PolaLinearAttention.SplitHeads(k, batch, tokens, heads), sin, cos);
-        v = PolaLinearAttention.SplitHeads(v, batch, tokens, heads);
+        q = RotaryEmbedding.ThetaShift(SplitHeads(q, batch, tokens, heads), sin, cos);
+        k = RotaryEmbedding.ThetaShift(SplitHeads(k, batch, tokens, heads), sin, cos);
+        v = SplitHeads(v, batch, tokens, heads);
         var weights = softmax((q * _scale).matmul(k.transpose(-1, -2)), -1);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, tokens, channels) + local;
-        return proj.forward(attended * o).MoveToOuterDisposeScope();
+        return proj.call(attended * o).MoveToOuterDisposeScope();
     }
 }

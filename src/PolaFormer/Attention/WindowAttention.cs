@@ -103,7 +103,7 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
         }
 
         using var scope = NewDisposeScope();
-        var parts = qkv.forward(x).reshape(batch, tokens, 3, heads, channels / heads).permute(2, 0, 3, 1, 4).unbind(0);
+        var parts = qkv.call(x).reshape(batch, tokens, 3, heads, channels / heads).permute(2, 0, 3, 1, 4).unbind(0);
         var (q, k, v) = (parts[0], parts[1], parts[2]);
         var attn = (q * _scale).matmul(k.transpose(-2, -1));
 
