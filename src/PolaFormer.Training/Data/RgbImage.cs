@@ -54,6 +54,15 @@ public sealed class RgbImage
     /// <summary>Row-major R, G, B bytes, <see cref="Width"/> × <see cref="Height"/> × 3 of them.</summary>
     public byte[] Pixels { get; }
 
+    /// <summary>The image as an 8-bit tensor (3, H, W), channels first — the input of
+    /// <see cref="PolaFormer.Pretrained.ImagePreprocessor.Apply"/>.</summary>
+    public TorchSharp.torch.Tensor ToTensor()
+    {
+        using var rows = TorchSharp.torch.tensor(Pixels, [Height, Width, 3], TorchSharp.torch.ScalarType.Byte);
+        using var channelsFirst = rows.permute(2, 0, 1);
+        return channelsFirst.contiguous();
+    }
+
     internal RgbImage Clone() => new(Width, Height, (byte[])Pixels.Clone());
 
     internal static RgbImage Blank(int width, int height) => new(width, height, new byte[width * height * 3]);

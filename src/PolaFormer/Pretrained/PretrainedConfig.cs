@@ -10,6 +10,19 @@ public enum ImageInterpolation
     Bicubic,
 }
 
+/// <summary>How the evaluation resize treats the aspect ratio (timm's <c>crop_mode</c>).</summary>
+public enum ResizeMode
+{
+    /// <summary>Both sides to ⌊side / CropFraction⌋, not keeping the aspect ratio: the authors' evaluation
+    /// (<c>data/build.py</c>: <c>Resize((s, s))</c>), with which the official PolaFormer numbers were measured
+    /// (timm's <c>squash</c>).</summary>
+    Squash,
+
+    /// <summary>The shorter side to ⌊size / CropFraction⌋ and the longer in proportion (torchvision's
+    /// <c>Resize(int)</c>, timm's <c>center</c>).</summary>
+    ShorterSide,
+}
+
 /// <summary>Per-channel (red, green, blue) values, e.g. a normalisation mean.</summary>
 /// <param name="Red">Red channel.</param>
 /// <param name="Green">Green channel.</param>
@@ -47,6 +60,9 @@ public sealed record PretrainedConfig
     /// <summary>Centre-crop fraction at evaluation: the image is resized to <c>InputSize / CropFraction</c> and the
     /// centre <see cref="InputSize"/> is kept (0.875: 256 → 224).</summary>
     public double CropFraction { get; init; } = 0.875;
+
+    /// <summary>Whether the evaluation resize keeps the aspect ratio (default: the authors' squash).</summary>
+    public ResizeMode Resize { get; init; } = ResizeMode.Squash;
 
     /// <summary>Resampling of the evaluation resize.</summary>
     public ImageInterpolation Interpolation { get; init; } = ImageInterpolation.Bicubic;

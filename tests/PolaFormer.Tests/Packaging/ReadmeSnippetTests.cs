@@ -69,13 +69,14 @@ public sealed class ReadmeSnippetTests
     }
 
     /// <summary>The framework (this process's trusted platform assemblies, which include the test's dependencies)
-    /// plus PolaFormer and TorchSharp by location.</summary>
+    /// plus PolaFormer, PolaFormer.Training and TorchSharp by location.</summary>
     private static IReadOnlyList<MetadataReference> References()
     {
         var paths = ((AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") as string) ?? "")
             .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
             .Where(p => p.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
             .Append(typeof(Backbone).Assembly.Location)
+            .Append(typeof(PolaFormer.Training.Trainer).Assembly.Location)
             .Append(typeof(TorchSharp.torch).Assembly.Location)
             .Where(File.Exists)
             .Distinct(StringComparer.Ordinal);
