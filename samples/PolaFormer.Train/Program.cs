@@ -93,8 +93,8 @@ train.SetAction(parse => Run(parse.GetValue(cpuRuntime), () =>
         ModelEmaDecay = parse.GetValue(modelEmaDecay),
         Seed = parse.GetValue(seed),
         Workers = parse.GetValue(workers),
-        Device = parse.GetValue(device)!,
-        Dtype = parse.GetValue(dtype)!,
+        Device = Trainer.ParseDevice(parse.GetValue(device)!),
+        Dtype = TrainingOptions.ParseDtype(parse.GetValue(dtype)!),
         CheckpointEverySteps = parse.GetValue(checkpointEvery),
         ContinueRun = parse.GetValue(continueRun),
     };

@@ -100,8 +100,8 @@ public sealed class Trainer
     {
         var group = _group;
         int rank = group?.Rank ?? 0, world = group?.WorldSize ?? 1;
-        var device = group is null ? ParseDevice(_options.Device) : DistributedDevice(group);
-        var dtype = _options.ScalarType;
+        var device = group is null ? Available(_options.Device) : DistributedDevice(group);
+        var dtype = _options.Dtype;
         int classes = _data.Train.ClassNames.Count;
         var recipe = _data.Recipe;
         if (rank == 0)
@@ -356,12 +356,16 @@ public sealed class Trainer
         ArgumentException.ThrowIfNullOrEmpty(text);
         if (text == "cpu") return CPU;
         if (text == "cuda" || text.StartsWith("cuda:", StringComparison.Ordinal))
-        {
-            if (!cuda.is_available())
-                throw new ArgumentException($"TrainingOptions.Device is '{text}' but CUDA is not available: reference the CUDA build of LibTorch (TorchSharp-cuda-linux / -windows) and check the driver, or use TrainingOptions.Device cpu.", nameof(TrainingOptions.Device));
-            return device(text);
-        }
+            return Available(device(text), text);
         throw new ArgumentException($"TrainingOptions.Device is '{text}'; expected cpu, cuda or cuda:N.", nameof(TrainingOptions.Device));
+    }
+
+    // A CUDA device where CUDA cannot be used fails here, with what to do, rather than deep inside LibTorch.
+    private static Device Available(Device requested, string? text = null)
+    {
+        if (requested.type == DeviceType.CUDA && !cuda.is_available())
+            throw new ArgumentException($"TrainingOptions.Device is '{text ?? requested.ToString()}' but CUDA is not available: reference the CUDA build of LibTorch (TorchSharp-cuda-linux / -windows) and check the driver, or train on the CPU.", nameof(TrainingOptions.Device));
+        return requested;
     }
 
     private Backbone CreateModel(int classes, Device device) => _modelFactory is not null
@@ -485,7 +489,7 @@ public sealed class Trainer
     /// <summary>The device of a rank: its GPU with NCCL (TrainingOptions.Device must be cuda), the CPU with MPI.</summary>
     private Device DistributedDevice(ProcessGroup group)
     {
-        var requested = ParseDevice(_options.Device);
+        var requested = _options.Device;
         if (group.Device.type != requested.type)
             throw new ArgumentException(
                 $"TrainingOptions.Device is '{_options.Device}' but the {group.Backend.ToString().ToLowerInvariant()} backend works on {(group.Device.type == DeviceType.CUDA ? "cuda (one GPU per rank, cuda:LOCAL_RANK)" : "the cpu")}; "

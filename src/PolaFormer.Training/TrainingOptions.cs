@@ -1,3 +1,8 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using TorchSharp;
+using static TorchSharp.torch;
+
 namespace PolaFormer.Training;
 
 /// <summary>
@@ -77,14 +82,18 @@ public sealed record TrainingOptions
     /// <summary>Threads decoding and augmenting images.</summary>
     public int Workers { get; init; } = 2;
 
-    /// <summary>Device: "cpu", "cuda" or "cuda:N".</summary>
-    public string Device { get; init; } = "cpu";
+    /// <summary>Device to train on: the CPU (default) or a CUDA device (<c>torch.CUDA</c>, <c>torch.device("cuda:1")</c>).
+    /// A data-parallel job uses its process group's device. In checkpoints it is written as "cpu", "cuda" or
+    /// "cuda:N".</summary>
+    [JsonConverter(typeof(DeviceJsonConverter))]
+    public Device Device { get; init; } = CPU;
 
-    /// <summary>Dtype of the forward and backward passes: "float32", "bfloat16" or "float16". In the low-precision
+    /// <summary>Dtype of the forward and backward passes: Float32, BFloat16 or Float16. In the low-precision
     /// dtypes the weights the optimiser updates stay in float32 (a master copy, see <c>LowPrecisionCopy</c>), the
     /// polarity core runs in float32 (see <c>PolarityPrecision</c>), the loss is computed in float32, and float16
     /// uses dynamic loss scaling — the parts of PyTorch's AMP that TorchSharp lacks.</summary>
-    public string Dtype { get; init; } = "float32";
+    [JsonConverter(typeof(TrainingDtypeJsonConverter))]
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
 
     /// <summary>Also checkpoint every this many steps inside an epoch (0 = only at the end of each epoch).</summary>
     public int CheckpointEverySteps { get; init; }
@@ -115,7 +124,7 @@ public sealed record TrainingOptions
         foreach (var property in typeof(TrainingOptions).GetProperties())
         {
             if (!property.CanRead || property.GetIndexParameters().Length > 0 || OperationalOptions.Contains(property.Name)
-                || property.Name == nameof(ScalarType) || property.GetMethod!.IsStatic) continue;
+                || property.GetMethod!.IsStatic) continue;
             object? mine = property.GetValue(this), theirs = property.GetValue(other);
             if (!Equals(mine, theirs))
                 differences.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{property.Name} {Show(theirs)} → {Show(mine)}"));
@@ -155,18 +164,30 @@ public sealed record TrainingOptions
         Require(DropPathRate is null or (>= 0 and < 1), nameof(DropPathRate), DropPathRate?.ToString(c) ?? "", "a probability in [0, 1)");
         Require(ModelEmaDecay is > 0 and < 1, nameof(ModelEmaDecay), ModelEmaDecay.ToString(c), "a number in (0, 1)");
         Require(Workers >= 1, nameof(Workers), Workers, "at least 1");
-        Require(Dtype is "float32" or "bfloat16" or "float16", nameof(Dtype), $"'{Dtype}'", "float32, bfloat16 or float16");
+        Require(Device is not null && Device.type is DeviceType.CPU or DeviceType.CUDA, nameof(Device), Device?.ToString() ?? "null", "the CPU or a CUDA device");
+        Require(Dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16, nameof(Dtype), Dtype, "Float32, BFloat16 or Float16");
         Require(CheckpointEverySteps >= 0, nameof(CheckpointEverySteps), CheckpointEverySteps, "0 (epoch ends only) or more");
         Require(KeepCheckpoints >= 1, nameof(KeepCheckpoints), KeepCheckpoints, "at least 1");
         Require(EvalBatchSize >= 0, nameof(EvalBatchSize), EvalBatchSize, "0 (twice the batch size) or more");
     }
 
-    /// <summary>The torch dtype named by <see cref="Dtype"/>.</summary>
-    public TorchSharp.torch.ScalarType ScalarType => Dtype switch
+    /// <summary>"float32", "bfloat16" or "float16" (the names PyTorch and the training program use) → the dtype.</summary>
+    /// <exception cref="ArgumentException">Another name; the message names <see cref="Dtype"/> and the accepted names.</exception>
+    public static ScalarType ParseDtype(string name) => name switch
     {
-        "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
-        "float16" => TorchSharp.torch.ScalarType.Float16,
-        _ => TorchSharp.torch.ScalarType.Float32,
+        "float32" => ScalarType.Float32,
+        "bfloat16" => ScalarType.BFloat16,
+        "float16" => ScalarType.Float16,
+        _ => throw new ArgumentException($"TrainingOptions.Dtype is '{name}'; expected float32, bfloat16 or float16.", nameof(Dtype)),
+    };
+
+    /// <summary>The PyTorch name of a training dtype ("float32", "bfloat16", "float16").</summary>
+    public static string DtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        _ => dtype.ToString(),
     };
 
     /// <summary>The learning rates after linear scaling for <paramref name="totalBatch"/>.</summary>
@@ -200,4 +221,47 @@ public sealed record TrainingOptions
 
         static string Span(double value) => value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + (value <= 1 ? " epoch" : " epochs");
     }
+}
+
+/// <summary>Writes a device as "cpu", "cuda" or "cuda:N" and reads it back (checkpoints store the options as JSON).</summary>
+internal sealed class DeviceJsonConverter : JsonConverter<Device>
+{
+    public override Device Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        // Parsed here rather than by torch.device(text), which initialises CUDA: options recorded on a GPU machine
+        // must still read on one without CUDA (a run continued on the CPU compares its recipe with them).
+        var text = reader.GetString() ?? "";
+        if (text == "cpu") return new Device(DeviceType.CPU);
+        if (text == "cuda") return new Device(DeviceType.CUDA);
+        if (text.StartsWith("cuda:", StringComparison.Ordinal)
+            && int.TryParse(text.AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index))
+            return new Device(DeviceType.CUDA, index);
+        throw new JsonException($"TrainingOptions.Device is '{text}'; expected cpu, cuda or cuda:N.");
+    }
+
+    public override void Write(Utf8JsonWriter writer, Device value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.type == DeviceType.CPU ? "cpu"
+            : value.index < 0 ? "cuda" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"cuda:{value.index}"));
+}
+
+/// <summary>Writes a training dtype by its PyTorch name ("float32", "bfloat16", "float16"), the format checkpoints
+/// have always had, and reads it back.</summary>
+internal sealed class TrainingDtypeJsonConverter : JsonConverter<ScalarType>
+{
+    public override ScalarType Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Number) return (ScalarType)reader.GetInt32();
+        var text = reader.GetString() ?? "";
+        try
+        {
+            return TrainingOptions.ParseDtype(text);
+        }
+        catch (ArgumentException e)
+        {
+            throw new JsonException(e.Message, e);
+        }
+    }
+
+    public override void Write(Utf8JsonWriter writer, ScalarType value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(TrainingOptions.DtypeName(value));
 }

@@ -28,7 +28,7 @@ internal static class TrainerCheck
             var options = new TrainingOptions
             {
                 Model = model, Epochs = epochs, BatchSize = 64, BaseLr = 8e-3, WarmupEpochs = 0.5, Seed = 0,
-                Workers = (int)a.Int("workers", 4), Device = ctx.DeviceName, Dtype = dtype, ModelEma = true,
+                Workers = (int)a.Int("workers", 4), Device = ctx.Device, Dtype = TrainingOptions.ParseDtype(dtype), ModelEma = true,
             };
             string folder = Path.Combine(Path.GetTempPath(), $"polaformer-trainer-check-{dtype}-{Environment.ProcessId}");
             if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);

@@ -116,7 +116,7 @@ public sealed class TrainerTests : TorchTest, IDisposable
     [InlineData("float16")]
     public void Trains_in_low_precision(string dtype)
     {
-        var result = Make(Options(epochs: 1) with { Dtype = dtype, ModelEma = false }, Data(), dtype).Run();
+        var result = Make(Options(epochs: 1) with { Dtype = TrainingOptions.ParseDtype(dtype), ModelEma = false }, Data(), dtype).Run();
         result.Epochs.Should().ContainSingle().Which.TrainLoss.Should().BeInRange(0, 10);
         using var scope = NewDisposeScope();
         Weights(result.WeightsPath).Values.Where(t => t.is_floating_point()).Should().OnlyContain(t => t.dtype == ScalarType.Float32,
@@ -129,7 +129,9 @@ public sealed class TrainerTests : TorchTest, IDisposable
         var data = Data();
         FluentActions.Invoking(() => new Trainer(Options(2) with { BatchSize = 0 }, data, Path.Combine(_root, "x")))
             .Should().Throw<ArgumentException>().WithMessage("TrainingOptions.BatchSize is 0; expected at least 1*");
-        FluentActions.Invoking(() => new Trainer(Options(2) with { Dtype = "float8" }, data, Path.Combine(_root, "x")))
+        FluentActions.Invoking(() => new Trainer(Options(2) with { Dtype = ScalarType.Int32 }, data, Path.Combine(_root, "x")))
+            .Should().Throw<ArgumentException>().WithMessage("TrainingOptions.Dtype is Int32; expected Float32, BFloat16 or Float16*");
+        FluentActions.Invoking(() => TrainingOptions.ParseDtype("float8"))
             .Should().Throw<ArgumentException>().WithMessage("TrainingOptions.Dtype is 'float8'; expected float32, bfloat16 or float16*");
         FluentActions.Invoking(() => new Trainer(Options(2) with { Model = "pola_resnet" }, data, Path.Combine(_root, "x")))
             .Should().Throw<ArgumentException>().WithMessage("*Unknown model 'pola_resnet'*");
