@@ -2,7 +2,8 @@
 
 models.pola_pvt.PolaLinearAttention and models.pola_pvt.Attention (ZacharyMeng/PolaFormer @ 44cdd39), written out
 here from tests/PolaFormer.Tests/Golden/README.md ("Behaviours of the official code"); the official repository is
-not imported. Used by bench_attention.py (CPU), gpu_attention.py (GPU) and check_golden.py. Import it after any
+not imported. Used by bench_attention.py (CPU), gpu_attention.py (GPU) and
+tests/PolaFormer.Tests/Golden/generator/check_golden.py. Import it after any
 environment a BLAS or OpenMP must read at load time has been set: it imports torch.
 """
 import math

@@ -575,7 +575,7 @@ def main():
     out.append('- **polarity, PyTorch**: `benchmarks/python/bench_attention.py --impl pola`, the official '
                '`models.pola_pvt.PolaLinearAttention` forward written out op for op (qg, kv, positional encoding, '
                'softplus scale, power, the two streams, dwc, gate, proj) from `tests/PolaFormer.Tests/Golden/README.md`; '
-               '`python3 benchmarks/python/check_golden.py` runs it on the golden case made with the authors\' code '
+               '`python3 tests/PolaFormer.Tests/Golden/generator/check_golden.py` runs it on the golden case made with the authors\' code '
                '(output and every gradient within 1.2e-6 scaled);')
     out.append('- **softmax**: `SpatialReductionAttention` (C#) and the official `models.pola_pvt.Attention` (PyTorch): '
                'q and kv linears, softmax(q kᵀ · d^-½) v, proj.')

@@ -64,7 +64,9 @@ public sealed class GoldenPlusPlusAttentionTests : TorchTest
     public void The_bundled_cases_are_found_and_kept_apart_from_the_PolaFormer_ones()
     {
         GoldenCase.PlusPlusIds("attnpp_").Where(id => id.StartsWith("bundled/")).Should().BeEquivalentTo(
-            "bundled/attnpp_pacs_d32_h2_hw6.safetensors", "bundled/attnpp_vanilla_d32_h2_hw4.safetensors");
+            "bundled/attnpp_pacs_d32_h2_hw6.safetensors", "bundled/attnpp_vanilla_d32_h2_hw4.safetensors",
+            "bundled/attnpp_pacs_d64_h4_hw8.safetensors", "bundled/attnpp_pacs_d32_h2_h4w6.safetensors",
+            "bundled/attnpp_vanilla_d48_h3_h6w4.safetensors");
         GoldenCase.AllIds().Should().NotContain(id => id.Contains("pp_"), "the PolaFormer golden tests read another layout");
     }
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using FluentAssertions;
 using PolaFormer.Attention;
 using PolaFormer.Checkpoints;
@@ -36,7 +37,8 @@ public sealed class PolaPlusPlusTests : TorchTest
     [Fact]
     public void The_bundled_model_case_is_found()
     {
-        GoldenCase.PlusPlusIds("modelpp_").Should().Contain("bundled/modelpp_tiny_img64_s23.safetensors");
+        GoldenCase.PlusPlusIds("modelpp_").Should().Contain(["bundled/modelpp_tiny_img64_s23.safetensors",
+            "bundled/modelpp_vlvl_img64x96_s27.safetensors"]);
     }
 
     [Theory]
@@ -92,6 +94,66 @@ public sealed class PolaPlusPlusTests : TorchTest
     public void Parameter_counts_equal_the_official_models(string name, long parameters)
     {
         ModelRegistry.Describe(name).Parameters.Should().Be(parameters);
+    }
+
+    /// <summary>The registered presets against the state-dict listings of the official <c>POLA_b0</c> … <c>POLA_b5</c>
+    /// (built by Golden/generator/make_golden_pp.py from the authors' registrations): the constructor arguments, then
+    /// every state-dict entry name by name, shape by shape, dtype and parameter-or-buffer.</summary>
+    [Theory]
+    [InlineData("statedict_pola_pp_b0.json")]
+    [InlineData("statedict_pola_pp_b1.json")]
+    [InlineData("statedict_pola_pp_b2.json")]
+    [InlineData("statedict_pola_pp_b3.json")]
+    [InlineData("statedict_pola_pp_b4.json")]
+    [InlineData("statedict_pola_pp_b5.json")]
+    public void The_presets_have_the_official_state_dict(string listing)
+    {
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(GoldenCase.BundledFolder, listing)));
+        var root = json.RootElement;
+        string name = root.GetProperty("model").GetString()!;
+        var preset = PolaPlusPlusOptions.Presets[name];
+        var args = root.GetProperty("constructor_args");
+        long[] Ints(string key) => args.GetProperty(key).EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        double[] Reals(string key) => args.GetProperty(key).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        preset.InChannels.Should().Be(args.GetProperty("in_chans").GetInt64());
+        preset.NumClasses.Should().Be(args.GetProperty("num_classes").GetInt64());
+        preset.EmbedDims.Should().Equal(Ints("embed_dims"));
+        preset.Depths.Should().Equal(Ints("depths"));
+        preset.NumHeads.Should().Equal(Ints("num_heads"));
+        preset.MlpRatios.Should().Equal(Reals("mlp_ratios"));
+        preset.DropPathRate.Should().Be(args.GetProperty("drop_path_rate").GetDouble());
+        preset.Projection.Should().Be(args.GetProperty("projection").GetInt64());
+        preset.LayerScales.Should().Equal(args.GetProperty("layerscales").EnumerateArray().Select(e => e.GetBoolean()));
+        preset.LayerInitValues.Should().Equal(Reals("layer_init_values"));
+        preset.AttentionTypes.Should().Be("PPVV", "the official default flagss: 'l' in stages 1-2, 'v' in stages 3-4");
+        root.GetProperty("blocks").EnumerateArray().Select(b => b.GetString()!.Split(':')[1]).Should()
+            .Equal(preset.Depths.SelectMany((d, i) => Enumerable.Repeat(preset.AttentionTypes[i] == 'P' ? "l" : "v", (int)d)));
+
+        using var model = ModelRegistry.Create(name, device: META);
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var buffers = model.named_buffers().ToDictionary(b => b.name, b => b.buffer);
+        var stateDict = model.state_dict();
+        var expected = root.GetProperty("state_dict").EnumerateArray().Select(e => (
+            Name: e.GetProperty("name").GetString()!,
+            Shape: e.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray(),
+            Dtype: e.GetProperty("dtype").GetString()!,
+            Kind: e.GetProperty("kind").GetString()!)).ToList();
+
+        expected.Should().HaveCount(root.GetProperty("num_state_dict_entries").GetInt32());
+        // Names, not order: TorchSharp lists a module's parameters before its buffers and the blocks register pos
+        // before norm1; checkpoints load by key.
+        stateDict.Keys.Should().BeEquivalentTo(expected.Select(e => e.Name), "the state dict has the official names");
+        foreach (var e in expected)
+        {
+            stateDict[e.Name].shape.Should().Equal(e.Shape, $"{e.Name} has the official shape");
+            stateDict[e.Name].dtype.Should().Be(e.Dtype == "I64" ? ScalarType.Int64 : ScalarType.Float32, $"{e.Name} is {e.Dtype}");
+            parameters.ContainsKey(e.Name).Should().Be(e.Kind == "parameter", $"{e.Name} is a {e.Kind}");
+            if (e.Kind == "buffer") buffers.Should().ContainKey(e.Name, $"{e.Name} is a persistent buffer");
+        }
+        buffers.Should().HaveCount(root.GetProperty("num_buffer_entries").GetInt32());
+        parameters.Should().HaveCount(root.GetProperty("num_parameter_tensors").GetInt32());
+        parameters.Values.Sum(p => p.numel()).Should().Be(root.GetProperty("num_parameters").GetInt64())
+            .And.Be(ModelRegistry.Describe(name).Parameters);
     }
 
     [Fact]

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Checks that official_layers.py's PolaLinearAttention is the official op sequence: loads the golden case made by
-running the authors' code (tests/PolaFormer.Tests/Golden/attn_pvt_pola_sr1_d64_h1_hw8.safetensors), runs forward and
-backward, and prints the scaled max errors of the output and of every gradient (float32 noise is ~1e-6).
+"""Checks that benchmarks/python/official_layers.py's PolaLinearAttention (the official op sequence written out for
+the PyTorch side of the benchmarks) reproduces the authors' code: loads the golden case made by make_golden.py
+(../attn_pvt_pola_sr1_d64_h1_hw8.safetensors), runs forward and backward, and prints the scaled max errors of the
+output and of every gradient (float32 noise is ~1e-6). Unlike the generators it needs no official checkout.
 
-    python3 benchmarks/python/check_golden.py [path/to/attn_pvt_pola_*.safetensors]
+    python3 tests/PolaFormer.Tests/Golden/generator/check_golden.py [path/to/attn_pvt_pola_*.safetensors]
 """
 import json
 import struct
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from official_layers import PolaLinearAttention
+ROOT = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT / 'benchmarks' / 'python'))
+from official_layers import PolaLinearAttention  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ROOT / 'tests' / 'PolaFormer.Tests' / 'Golden' / 'attn_pvt_pola_sr1_d64_h1_hw8.safetensors'
+DEFAULT = Path(__file__).resolve().parents[1] / 'attn_pvt_pola_sr1_d64_h1_hw8.safetensors'
 
 
 def load_safetensors(path):
