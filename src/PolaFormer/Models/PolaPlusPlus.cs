@@ -177,16 +177,15 @@ public sealed class PolaPlusPlus : Backbone
 
         patch_embed = new PolaPlusPlusStem(options.InChannels, options.EmbedDims[0], device, dtype);
         layers = new ModuleList<PolaPlusPlusStage>();
-        long totalBlocks = options.Depths.Sum(), blockIndex = 0;
+        var schedule = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depths.Sum()));
+        int first = 0;
         _featureInfo = new FeatureInfo[PolaPlusPlusOptions.StageCount];
         for (int i = 0; i < PolaPlusPlusOptions.StageCount; i++)
         {
             bool last = i == PolaPlusPlusOptions.StageCount - 1;
-            var dropPaths = new double[options.Depths[i]];
-            // torch.linspace(0, rate, total): block k of the whole model gets rate·k/(total − 1).
-            for (int j = 0; j < dropPaths.Length; j++, blockIndex++)
-                dropPaths[j] = totalBlocks > 1 ? options.DropPathRate * blockIndex / (totalBlocks - 1) : 0;
-            layers.Add(new PolaPlusPlusStage(options, i, dropPaths, last ? null : options.EmbedDims[i + 1], device, dtype));
+            int depth = checked((int)options.Depths[i]);
+            layers.Add(new PolaPlusPlusStage(options, i, schedule[first..(first + depth)], last ? null : options.EmbedDims[i + 1], device, dtype));
+            first += depth;
             // Stage i's output is taken after its downsampling: stride 8, 16, 32, 32.
             _featureInfo[i] = new FeatureInfo($"layers.{i}", options.EmbedDims[last ? i : i + 1], 4L << Math.Min(i + 1, PolaPlusPlusOptions.StageCount - 1));
         }

@@ -284,8 +284,8 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         Options = options;
         _numClasses = options.NumClasses;
 
-        long totalBlocks = options.Depths.Sum();
-        long blockIndex = 0;
+        var dropPaths = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depths.Sum()));
+        int blockIndex = 0;
         var patchEmbeds = new PatchEmbed[StageCount];
         var posEmbeds = new Parameter[StageCount];
         var blocks = new ModuleList<PolaPvtBlock>[StageCount];
@@ -301,10 +301,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
             _positionResizers.Add(new PositionalEncodingResizer(side, side));
             blocks[i] = new ModuleList<PolaPvtBlock>();
             for (long j = 0; j < options.Depths[i]; j++, blockIndex++)
-            {
-                double dropPath = totalBlocks > 1 ? options.DropPathRate * blockIndex / (totalBlocks - 1) : 0;
-                blocks[i].Add(new PolaPvtBlock(options, i, (side, side), dropPath, device, dtype));
-            }
+                blocks[i].Add(new PolaPvtBlock(options, i, (side, side), dropPaths[blockIndex], device, dtype));
             _featureInfo[i] = new FeatureInfo($"block{i + 1}", dim, options.PatchSize << i);
         }
         (patch_embed1, patch_embed2, patch_embed3, patch_embed4) = (patchEmbeds[0], patchEmbeds[1], patchEmbeds[2], patchEmbeds[3]);

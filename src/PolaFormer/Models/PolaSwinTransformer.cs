@@ -188,10 +188,7 @@ public sealed class PolaSwinTransformer : Backbone
         }
         pos_drop = nn.Dropout(o.DropRate);
 
-        // The official stochastic depth rule, in float32 like torch.linspace(...).item().
-        double[] rates;
-        using (var linear = linspace(0, o.DropPathRate, o.Depths.Sum(), dtype: float32))
-            rates = linear.data<float>().Select(r => (double)r).ToArray();
+        var rates = DropPath.LinearSchedule(o.DropPathRate, checked((int)o.Depths.Sum()));
 
         layers = new ModuleList<PolaSwinStage>();
         var info = new FeatureInfo[stages];

@@ -138,7 +138,7 @@ public sealed class PolaVisionTransformer : Backbone
         if (options.ClassToken) cls_token = new Parameter(zeros(1, 1, dim, dtype: dtype, device: device));
         pos_embed = new Parameter(zeros(1, _prefix + tokens, dim, dtype: dtype, device: device));
         pos_drop = nn.Dropout(options.DropRate);
-        var rates = DropPathRates(options.DropPathRate, checked((int)options.Depth));
+        var rates = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depth));
         blocks = new ModuleList<VitBlock>(Enumerable.Range(0, rates.Length)
             .Select(i => new VitBlock(options, kind, _grid, _prefix, rates[i], device, dtype)).ToArray());
         norm = nn.LayerNorm(dim, eps: options.NormEps, device: device, dtype: dtype);
@@ -257,10 +257,6 @@ public sealed class PolaVisionTransformer : Backbone
         using (no_grad()) linear.bias!.zero_();
         return linear;
     }
-
-    internal static double[] DropPathRates(double maxRate, int count) =>
-        Enumerable.Range(0, count).Select(i => count == 1 ? 0 : maxRate * i / (count - 1)).ToArray();
-
 
     /// <summary>Pre-norm transformer block on (B, prefix + H·W, C).</summary>
     private sealed class VitBlock : nn.Module<Tensor, long, long, Tensor>
