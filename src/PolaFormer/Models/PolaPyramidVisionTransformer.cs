@@ -387,10 +387,10 @@ public sealed class PolaPyramidVisionTransformer : Backbone
             using (no_grad()) linear.bias?.zero_();
         }
         newHead.train(training);
-        register_module(nameof(head), null!);
-        head.Dispose();
+        var old = head;
+        ReplaceSubmodule(nameof(head), newHead);
         head = newHead;
-        register_module(nameof(head), head);
+        old.Dispose();
         _numClasses = numClasses;
     }
 

@@ -159,7 +159,7 @@ public sealed class PolaSwinTransformer : Backbone
     private readonly Dropout pos_drop;
     private readonly ModuleList<PolaSwinStage> layers;
     private readonly LayerNorm norm;
-    private Linear? head;
+    private nn.Module<Tensor, Tensor> head;
 
     private readonly PositionalEncodingResizer? _positionResizer;
     private readonly FeatureInfo[] _featureInfo;
@@ -203,7 +203,7 @@ public sealed class PolaSwinTransformer : Backbone
         NumFeatures = o.EmbedDim << (stages - 1);
         norm = nn.LayerNorm(NumFeatures, eps: LayerNormEps, device: device, dtype: dtype);
         _numClasses = o.NumClasses;
-        if (o.NumClasses > 0) head = nn.Linear(NumFeatures, o.NumClasses, device: device, dtype: dtype);
+        head = NewHead(o.NumClasses, device, dtype);
 
         RegisterComponents();
         // After registration: the initialiser walks the registered submodules.
@@ -251,7 +251,7 @@ public sealed class PolaSwinTransformer : Backbone
     }
 
     /// <inheritdoc />
-    protected override Tensor Classify(Tensor pooled) => head is null ? pooled.alias() : head.call(pooled);
+    protected override Tensor Classify(Tensor pooled) => head.call(pooled);
 
     /// <inheritdoc />
     /// <remarks>Entry i is stage i's output before its patch merging, (B, C_i, H/(PatchSize·2^i),
@@ -269,25 +269,23 @@ public sealed class PolaSwinTransformer : Backbone
     {
         if (numClasses < 0)
             throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or positive.");
+        var newHead = NewHead(numClasses, norm.weight!.device, norm.weight.dtype);
+        if (newHead is Linear linear)
+        {
+            Initialization.TruncatedNormal_(linear.weight!, std: 0.02);
+            using (no_grad()) linear.bias!.zero_();
+        }
+        newHead.train(training);
         var old = head;
-        if (old is not null)
-        {
-            register_module(nameof(head), null!);
-            head = null;
-            old.Dispose();
-        }
-        if (numClasses > 0)
-        {
-            head = nn.Linear(NumFeatures, numClasses, device: norm.weight!.device, dtype: norm.weight.dtype);
-            using (no_grad())
-            {
-                Initialization.TruncatedNormal_(head.weight!, std: 0.02);
-                head.bias!.zero_();
-            }
-            register_module(nameof(head), head);
-        }
+        ReplaceSubmodule(nameof(head), newHead);
+        head = newHead;
+        old.Dispose();
         _numClasses = numClasses;
     }
+
+    private nn.Module<Tensor, Tensor> NewHead(long numClasses, Device? device, ScalarType? dtype) => numClasses > 0
+        ? nn.Linear(NumFeatures, numClasses, device: device, dtype: dtype)
+        : nn.Identity();
 
     /// <summary>The official model's block layout, one entry per block as the golden listings write it:
     /// "layers.i.blocks.j:L|S:res{H}x{W}:w{window}:s{shift}" at the built size.</summary>
