@@ -1,3 +1,4 @@
+using System.Globalization;
 using static TorchSharp.torch;
 
 namespace PolaFormer;
@@ -127,4 +128,100 @@ internal static class Check
             throw new ArgumentException($"{name} has N = {tokens} tokens, which is not a square number; {context}", name);
         return side;
     }
+}
+
+/// <summary>
+/// The checks an options record's <c>Validate</c> runs. Every failure is an <see cref="ArgumentException"/> whose
+/// <see cref="ArgumentException.ParamName"/> is the options argument (<c>options</c> in the model constructors) and
+/// whose message names <c>options.Property</c>, the value and what was expected.
+/// </summary>
+/// <param name="paramName">The options argument's name.</param>
+internal sealed class OptionsCheck(string paramName)
+{
+    /// <summary>The options argument's name.</summary>
+    public string ParamName => paramName;
+
+    /// <summary>"options.Property", as messages name a property.</summary>
+    public string Name(string property) => $"{paramName}.{property}";
+
+    /// <summary>The exception for <paramref name="property"/> holding <paramref name="value"/>.</summary>
+    public ArgumentException Fail(string property, object? value, string expected) =>
+        new($"{Name(property)} is {Show(value)}; expected {expected}.", paramName);
+
+    /// <summary>An exception with a message of the caller's (which names the property).</summary>
+    public ArgumentException Fail(string message) => new(message, paramName);
+
+    /// <summary>Throws <see cref="Fail(string, object?, string)"/> unless <paramref name="ok"/>.</summary>
+    public void That(bool ok, string property, object? value, string expected)
+    {
+        if (!ok) throw Fail(property, value, expected);
+    }
+
+    public void Positive(long value, string property) => That(value > 0, property, value, "a positive number");
+
+    public void Positive(double value, string property, string expected = "a positive finite number") =>
+        That(value > 0 && double.IsFinite(value), property, value, expected);
+
+    public void PositiveOrNull(double? value, string property) =>
+        That(value is null || (value > 0 && double.IsFinite(value.Value)), property, value, "a positive finite number or null");
+
+    public void NumClasses(long value, string property = "NumClasses") =>
+        That(value >= 0, property, value, "0 (no classifier) or more");
+
+    public void Probability(double value, string property) =>
+        That(value >= 0 && value < 1, property, value, "a probability in [0, 1)");
+
+    public void OddKernel(long value, string property) =>
+        That(value > 0 && value % 2 == 1, property, value, "a positive odd number (the depthwise convolution keeps the grid size)");
+
+    public void Defined<TEnum>(TEnum value, string property) where TEnum : struct, Enum =>
+        That(Enum.IsDefined(value), property, value, string.Join(" or ", Enum.GetNames<TEnum>()));
+
+    /// <summary>Checks that a per-stage list has one entry per stage.</summary>
+    public void PerStage<T>(IReadOnlyList<T>? list, string property, int stages)
+    {
+        if (list is null || list.Count != stages)
+            throw Fail($"{Name(property)} has {(list is null ? "no" : list.Count.ToString(CultureInfo.InvariantCulture))} entries ({Show(list)}); expected one per stage ({stages}).");
+    }
+
+    /// <summary>Checks an image size: both sides positive multiples of <paramref name="multiple"/>, which
+    /// <paramref name="why"/> explains (e.g. "options.PatchSize = 16").</summary>
+    public void ImageSize((long Height, long Width) size, string property, long multiple = 1, string? why = null) =>
+        That(size.Height > 0 && size.Width > 0 && size.Height % multiple == 0 && size.Width % multiple == 0, property, size,
+            multiple == 1 ? "a positive height and width" : $"a positive height and width, both multiples of {multiple} ({why})");
+
+    /// <summary>Parses one attention letter per stage (<see cref="Attention.AttentionRegistry.ParseStages"/>),
+    /// reporting a bad string as this property.</summary>
+    public char[] Stages(string? types, int stages, string property) =>
+        Rethrow(() => Attention.AttentionRegistry.ParseStages(types, stages, Name(property)));
+
+    /// <summary>Parses the attention letter of every block (<see cref="Attention.AttentionRegistry.ParseBlocks"/>),
+    /// reporting a bad string as this property.</summary>
+    public char[][] Blocks(string? types, IReadOnlyList<long> depths, string property) =>
+        Rethrow(() => Attention.AttentionRegistry.ParseBlocks(types, depths, Name(property)));
+
+    private T Rethrow<T>(Func<T> parse)
+    {
+        try
+        {
+            return parse();
+        }
+        catch (ArgumentException e) when (e.ParamName != paramName)
+        {
+            // The parser names the property; the exception names the options argument like every other check.
+            throw new ArgumentException(e.Message.Split(" (Parameter '")[0], paramName, e);
+        }
+    }
+
+    /// <summary>A value as messages show it: numbers in invariant culture, sizes as H × W, lists in brackets,
+    /// strings quoted.</summary>
+    public static string Show(object? value) => value switch
+    {
+        null => "null",
+        string s => $"\"{s}\"",
+        ValueTuple<long, long> size => $"{size.Item1} × {size.Item2}",
+        System.Collections.IEnumerable list => "[" + string.Join(", ", list.Cast<object?>().Select(Show)) + "]",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString() ?? "",
+    };
 }

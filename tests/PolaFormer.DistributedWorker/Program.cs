@@ -161,7 +161,7 @@ internal static class Train
 
     private static Backbone TinyPvt(long classes, Device device) => new PolaPyramidVisionTransformer(new PolaPvtOptions
     {
-        ImageSize = 32, EmbedDims = [8, 16, 32, 32], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
+        ImageSize = (32, 32), EmbedDims = [8, 16, 32, 32], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
         NumClasses = classes, DropPathRate = 0,
     }, device);
 

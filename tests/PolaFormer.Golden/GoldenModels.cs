@@ -21,7 +21,7 @@ public static class GoldenModels
     /// <summary>Pola-PVT options of a <see cref="PvtModel"/> case.</summary>
     public static PolaPvtOptions PvtOptions(GoldenCase c, PolarityImplementation implementation) => new()
     {
-        ImageSize = c.Int("img_size"),
+        ImageSize = (c.Int("img_size"), c.Int("img_size")),
         PatchSize = c.Int("patch_size"),
         InChannels = c.Int("in_chans"),
         NumClasses = c.Int("num_classes"),
@@ -57,11 +57,15 @@ public static class GoldenModels
         bool Flag(string key, bool fallback) => c.Has(key) ? c.Flag(key) : fallback;
         long[]? Ints(string key) => c.Has(key) ? c.Ints(key) : null;
         var image = Ints("img_size");
-        if (image is { Length: 2 } && image[0] != image[1])
-            throw new NotSupportedException($"Golden case {c.Id}: image {image[0]}x{image[1]} is not square.");
         return o with
         {
-            ImageSize = image?[0] ?? o.ImageSize,
+            ImageSize = image switch
+            {
+                null => o.ImageSize,
+                [var side] => (side, side),
+                [var height, var width] => (height, width),
+                _ => throw new NotSupportedException($"Golden case {c.Id}: img_size has {image.Length} values."),
+            },
             PatchSize = Int("patch_size", o.PatchSize),
             InChannels = Int("in_chans", o.InChannels),
             NumClasses = Int("num_classes", o.NumClasses),

@@ -70,7 +70,9 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
     /// <summary>The family's pooling of the unpooled tokens: the mean over tokens, or a class token.</summary>
     protected virtual Tensor Pool(Tensor features) => features.mean([1]);
 
-    /// <summary>The classifier on pooled features (identity when there is none).</summary>
+    /// <summary>The classifier on pooled features. Every family keeps a <c>head</c> submodule: a parameterless
+    /// <c>nn.Identity</c> when there is no classifier (<see cref="NumClasses"/> = 0, timm's convention), so the pooled
+    /// features come back and the state dict has no <c>head.*</c> entries.</summary>
     protected abstract Tensor Classify(Tensor pooled);
 
     /// <summary>

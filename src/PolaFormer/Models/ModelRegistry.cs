@@ -5,7 +5,7 @@ namespace PolaFormer.Models;
 
 /// <summary>A registered model configuration.</summary>
 /// <param name="Name">Registry name, e.g. <c>pola_swin_tiny</c>.</param>
-/// <param name="Family">Model family: PVT, Swin or ViT.</param>
+/// <param name="Family">Model family: the family class's <c>FamilyName</c> (PVT, Swin, ViT, PolaFormer++).</param>
 /// <param name="InputSize">Image size (height, width) the preset is built and trained for.</param>
 /// <param name="Attention">Per-stage attention kinds, e.g. "LLSS".</param>
 /// <param name="ReportedTop1">ImageNet-1k top-1 (%) the authors report for their released checkpoint, where they
@@ -91,8 +91,9 @@ public static class ModelRegistry
     /// <param name="dropPathRate">Stochastic depth of the last block (default: the preset's).</param>
     /// <param name="attentionTypes">Per-stage attention kinds, e.g. "SSSS" for the softmax counterpart (default:
     /// the preset's).</param>
-    /// <param name="imageSize">Build size (height, width) (default: the preset's). The model runs at other sizes
-    /// anyway; this sets the size its positional encodings and windows are laid out for.</param>
+    /// <param name="imageSize">Build size (height, width), square or not (default: the preset's). The model runs at
+    /// other sizes anyway; this sets the size its positional encodings and windows are laid out for. The family's
+    /// options validation says which sizes it takes (e.g. multiples of 32 for Pola-Swin).</param>
     /// <param name="device">Device of the parameters.</param>
     /// <param name="dtype">Dtype of the parameters.</param>
     public static Backbone Create(string name, long? numClasses = null, double? dropPathRate = null,
@@ -106,10 +107,4 @@ public static class ModelRegistry
             ? entry
             : throw new ArgumentException($"Unknown model '{name}'. Registered models: {string.Join(", ", Names)}.", nameof(name));
     }
-
-    /// <summary>The side of a square build size, for families whose presets are square.</summary>
-    /// <exception cref="ArgumentException">The size is not square.</exception>
-    public static long SquareSide((long Height, long Width) size, string name) => size.Height == size.Width
-        ? size.Height
-        : throw new ArgumentException($"{name} is built for square images; got imageSize {size.Height} × {size.Width} (it still runs on non-square inputs).", "imageSize");
 }

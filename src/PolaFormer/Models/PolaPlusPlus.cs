@@ -19,9 +19,10 @@ public sealed record PolaPlusPlusOptions
     /// <summary>Stages of every PolaFormer++ model.</summary>
     public const int StageCount = 4;
 
-    /// <summary>Image side the model is built and trained for (it has no positional parameters, so this only
-    /// describes the preset; the model runs at any size).</summary>
-    public long ImageSize { get; init; } = 224;
+    /// <summary>Image size (height, width) the model is built and trained for. The model has no positional
+    /// parameters (its rotary tables follow each stage's grid), so this only describes the preset: any positive
+    /// size runs.</summary>
+    public (long Height, long Width) ImageSize { get; init; } = (224, 224);
 
     /// <summary>Input channels.</summary>
     public long InChannels { get; init; } = 3;
@@ -79,42 +80,44 @@ public sealed record PolaPlusPlusOptions
             EmbedDims = [96, 192, 448, 640], Depths = [4, 7, 19, 8], NumHeads = [1, 2, 7, 10], DropPathRate = 0.55,
             Projection = 2560, LayerInitValues = [1e-6, 1e-6, 1e-6, 1e-6],
         },
-    }.ToFrozenDictionary();
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
-    /// <summary>Checks every field; the message names the field, its value and what was expected.</summary>
-    /// <exception cref="ArgumentException">A field is invalid.</exception>
+    /// <summary>Checks every property; the message names it (<c>options.Property</c>), its value and what was
+    /// expected. The model's constructor calls it.</summary>
+    /// <param name="paramName">How the caller names the options (the constructor's <c>options</c>).</param>
+    /// <exception cref="ArgumentException">A property is invalid.</exception>
     public void Validate(string paramName = "options")
     {
-        void Four<T>(IReadOnlyList<T>? list, string field)
-        {
-            if (list is null || list.Count != StageCount)
-                throw new ArgumentException($"{field} has {list?.Count ?? 0} entries; expected one per stage ({StageCount}).", paramName);
-        }
-        Four(EmbedDims, nameof(EmbedDims));
-        Four(Depths, nameof(Depths));
-        Four(NumHeads, nameof(NumHeads));
-        Four(MlpRatios, nameof(MlpRatios));
-        Four(LayerScales, nameof(LayerScales));
-        Four(LayerInitValues, nameof(LayerInitValues));
-        if (AttentionTypes is null || AttentionTypes.Length != StageCount || AttentionTypes.Any(c => char.ToUpperInvariant(c) is not ('P' or 'V')))
-            throw new ArgumentException($"AttentionTypes is \"{AttentionTypes}\"; expected {StageCount} letters, each 'P' (PaCS polarity) or 'V' (softmax with RoPE).", paramName);
-        if (InChannels <= 0) throw new ArgumentException($"InChannels is {InChannels}; expected a positive count.", paramName);
-        if (NumClasses < 0) throw new ArgumentException($"NumClasses is {NumClasses}; expected 0 (no classifier) or more.", paramName);
-        if (Projection <= 0) throw new ArgumentException($"Projection is {Projection}; expected a positive width.", paramName);
-        if (ImageSize <= 0) throw new ArgumentException($"ImageSize is {ImageSize}; expected a positive side.", paramName);
-        if (!(DropPathRate >= 0 && DropPathRate < 1)) throw new ArgumentException($"DropPathRate is {DropPathRate}; expected a value in [0, 1).", paramName);
-        if (EmbedDims[0] < 2 || EmbedDims[0] % 2 != 0)
-            throw new ArgumentException($"EmbedDims[0] is {EmbedDims[0]}; expected an even width of at least 2 (the stem's first convolutions are half as wide).", paramName);
+        var check = new OptionsCheck(paramName);
+        check.PerStage(EmbedDims, nameof(EmbedDims), StageCount);
+        check.PerStage(Depths, nameof(Depths), StageCount);
+        check.PerStage(NumHeads, nameof(NumHeads), StageCount);
+        check.PerStage(MlpRatios, nameof(MlpRatios), StageCount);
+        check.PerStage(LayerScales, nameof(LayerScales), StageCount);
+        check.PerStage(LayerInitValues, nameof(LayerInitValues), StageCount);
+        check.That(AttentionTypes?.Length == StageCount && AttentionTypes.All(c => char.ToUpperInvariant(c) is 'P' or 'V'),
+            nameof(AttentionTypes), AttentionTypes, $"{StageCount} letters, each 'P' (PaCS polarity) or 'V' (softmax with RoPE)");
+        check.ImageSize(ImageSize, nameof(ImageSize));
+        check.Positive(InChannels, nameof(InChannels));
+        check.NumClasses(NumClasses);
+        check.Positive(Projection, nameof(Projection));
+        check.Probability(DropPathRate, nameof(DropPathRate));
+        check.Defined(Implementation, nameof(Implementation));
+        check.That(EmbedDims[0] >= 2 && EmbedDims[0] % 2 == 0, $"{nameof(EmbedDims)}[0]", EmbedDims[0],
+            "an even width of at least 2 (the stem's first convolutions are half as wide)");
         for (int i = 0; i < StageCount; i++)
         {
             long dim = EmbedDims[i], heads = NumHeads[i];
-            if (Depths[i] <= 0) throw new ArgumentException($"Depths[{i}] is {Depths[i]}; expected at least one block.", paramName);
-            if (dim <= 0 || heads <= 0 || dim % heads != 0)
-                throw new ArgumentException($"EmbedDims[{i}] = {dim} and NumHeads[{i}] = {heads}; expected positive values with the width divisible by the heads.", paramName);
-            if ((dim / heads) % 4 != 0)
-                throw new ArgumentException($"EmbedDims[{i}] / NumHeads[{i}] = {dim / heads} channels per head; the rotary encoding needs a multiple of 4.", paramName);
-            if (!(MlpRatios[i] > 0) || (long)(MlpRatios[i] * dim) <= 0)
-                throw new ArgumentException($"MlpRatios[{i}] is {MlpRatios[i]}; expected a positive ratio giving at least one hidden channel.", paramName);
+            check.Positive(Depths[i], $"{nameof(Depths)}[{i}]");
+            check.Positive(dim, $"{nameof(EmbedDims)}[{i}]");
+            check.Positive(heads, $"{nameof(NumHeads)}[{i}]");
+            if (dim % heads != 0)
+                throw check.Fail($"{check.Name($"{nameof(EmbedDims)}[{i}]")} = {dim} is not divisible by {check.Name($"{nameof(NumHeads)}[{i}]")} = {heads}.");
+            if (dim / heads % 4 != 0)
+                throw check.Fail($"{check.Name($"{nameof(EmbedDims)}[{i}] / {nameof(NumHeads)}[{i}]")} = {dim} / {heads} = {dim / heads} channels per head; the rotary encoding needs a multiple of 4.");
+            check.That(MlpRatios[i] > 0 && double.IsFinite(MlpRatios[i]) && (long)(MlpRatios[i] * dim) >= 1, $"{nameof(MlpRatios)}[{i}]", MlpRatios[i],
+                "a positive ratio giving at least one hidden channel");
+            check.That(double.IsFinite(LayerInitValues[i]), $"{nameof(LayerInitValues)}[{i}]", LayerInitValues[i], "a finite number");
         }
     }
 }
@@ -129,27 +132,28 @@ public sealed record PolaPlusPlusOptions
 /// positional parameters: the rotary tables are built from each stage's grid, so it runs at any image size.</remarks>
 public sealed class PolaPlusPlus : Backbone
 {
-    [System.Runtime.CompilerServices.ModuleInitializer]
-    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
-    internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaPlusPlusOptions.Presets,
-        (name, o) => new ModelInfo(name, FamilyName, (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
-        (o, x, device, dtype) => new PolaPlusPlus(o with
-        {
-            NumClasses = x.NumClasses ?? o.NumClasses,
-            DropPathRate = x.DropPathRate ?? o.DropPathRate,
-            AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this PolaFormer++ preset") : o.ImageSize,
-        }, device, dtype));
+    /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
+    public const string FamilyName = "PolaFormer++";
 
     /// <summary>ImageNet-1k top-1 (%) at 224² that the authors' README reports for each preset.</summary>
     private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
     {
         ["pola_pp_b0"] = 76.9, ["pola_pp_b1"] = 79.1, ["pola_pp_b2"] = 82.8,
         ["pola_pp_b3"] = 84.3, ["pola_pp_b4"] = 85.4, ["pola_pp_b5"] = 85.6,
-    }.ToFrozenDictionary();
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
-    /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
-    public const string FamilyName = "PolaFormer++";
+    /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaPlusPlusOptions.Presets,
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+        (o, x, device, dtype) => new PolaPlusPlus(o with
+        {
+            NumClasses = x.NumClasses ?? o.NumClasses,
+            DropPathRate = x.DropPathRate ?? o.DropPathRate,
+            AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
+            ImageSize = x.ImageSize ?? o.ImageSize,
+        }, device, dtype));
 
     private readonly PolaPlusPlusStem patch_embed;
     private readonly ModuleList<PolaPlusPlusStage> layers;
@@ -177,16 +181,15 @@ public sealed class PolaPlusPlus : Backbone
 
         patch_embed = new PolaPlusPlusStem(options.InChannels, options.EmbedDims[0], device, dtype);
         layers = new ModuleList<PolaPlusPlusStage>();
-        long totalBlocks = options.Depths.Sum(), blockIndex = 0;
+        var schedule = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depths.Sum()));
+        int first = 0;
         _featureInfo = new FeatureInfo[PolaPlusPlusOptions.StageCount];
         for (int i = 0; i < PolaPlusPlusOptions.StageCount; i++)
         {
             bool last = i == PolaPlusPlusOptions.StageCount - 1;
-            var dropPaths = new double[options.Depths[i]];
-            // torch.linspace(0, rate, total): block k of the whole model gets rate·k/(total − 1).
-            for (int j = 0; j < dropPaths.Length; j++, blockIndex++)
-                dropPaths[j] = totalBlocks > 1 ? options.DropPathRate * blockIndex / (totalBlocks - 1) : 0;
-            layers.Add(new PolaPlusPlusStage(options, i, dropPaths, last ? null : options.EmbedDims[i + 1], device, dtype));
+            int depth = checked((int)options.Depths[i]);
+            layers.Add(new PolaPlusPlusStage(options, i, schedule[first..(first + depth)], last ? null : options.EmbedDims[i + 1], device, dtype));
+            first += depth;
             // Stage i's output is taken after its downsampling: stride 8, 16, 32, 32.
             _featureInfo[i] = new FeatureInfo($"layers.{i}", options.EmbedDims[last ? i : i + 1], 4L << Math.Min(i + 1, PolaPlusPlusOptions.StageCount - 1));
         }
@@ -206,7 +209,7 @@ public sealed class PolaPlusPlus : Backbone
     public override long InChannels => Options.InChannels;
 
     /// <inheritdoc />
-    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+    public override (long Height, long Width) ImageSize => Options.ImageSize;
 
     /// <inheritdoc />
     /// <remarks>The projection width: the classifier reads the pooled, projected, normalised, Swish-activated map.</remarks>

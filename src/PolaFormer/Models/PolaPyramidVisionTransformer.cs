@@ -1,5 +1,4 @@
 using System.Collections.Frozen;
-using System.Globalization;
 using PolaFormer.Attention;
 using PolaFormer.Layers;
 using TorchSharp;
@@ -24,9 +23,11 @@ public sealed record PolaPvtOptions
     /// <summary>Number of stages of the pyramid (fixed by the official architecture).</summary>
     public const int StageCount = 4;
 
-    /// <summary>Side of the square image the model is built for: sizes the positional embeddings (official
-    /// <c>img_size</c>). Other sizes run by resizing them.</summary>
-    public long ImageSize { get; init; } = 224;
+    /// <summary>Image size (height, width) the model is built for: sizes each stage's positional embedding, a grid of
+    /// (height, width) / (PatchSize·2^i) tokens (official <c>img_size</c>, a square side there). Both sides must be
+    /// multiples of <see cref="PatchSize"/> and at least <see cref="MinimumImageSide"/>. Other sizes run by resizing
+    /// the embeddings.</summary>
+    public (long Height, long Width) ImageSize { get; init; } = (224, 224);
 
     /// <summary>Kernel and stride of the first patch embedding (later stages merge 2 × 2 patches).</summary>
     public long PatchSize { get; init; } = 4;
@@ -100,7 +101,7 @@ public sealed record PolaPvtOptions
         ["pola_pvt_small"] = new() { Depths = [3, 4, 6, 3] },
         ["pola_pvt_medium"] = new() { Depths = [3, 4, 18, 3] },
         ["pola_pvt_large"] = new() { Depths = [3, 8, 27, 3] },
-    }.ToFrozenDictionary();
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
     /// <summary>The spatial reduction stage <paramref name="stage"/> (0-based) uses: a digit of
     /// <see cref="LinearSrRatios"/> for 'L' stages, <see cref="SrRatios"/> for the others.</summary>
@@ -111,12 +112,13 @@ public sealed record PolaPvtOptions
     /// <summary>Whether stage <paramref name="stage"/> (0-based) uses polarity linear attention.</summary>
     internal bool IsPolarityStage(int stage) => char.ToUpperInvariant(AttentionTypes[stage]) == 'L';
 
-    /// <summary>Side of the token grid of stage <paramref name="stage"/> for an image side of
-    /// <paramref name="imageSide"/> (a multiple of the patch size): side/patch, then halved (floored) per stage.</summary>
+    /// <summary>Side of the token grid of stage <paramref name="stage"/> along an image side of
+    /// <paramref name="imageSide"/> pixels (a multiple of the patch size): side/patch, then halved (floored) per
+    /// stage. Height and width are each given by it.</summary>
     internal long GridSide(long imageSide, int stage) => imageSide / PatchSize >> stage;
 
-    /// <summary>The smallest image side every stage can run at: each stage needs a token grid at least as large
-    /// as its spatial reduction (and at least one token).</summary>
+    /// <summary>The smallest image height and width every stage can run at: each stage needs a token grid at least
+    /// as large as its spatial reduction (and at least one token) in both directions.</summary>
     public long MinimumImageSide()
     {
         long side = 1;
@@ -124,85 +126,53 @@ public sealed record PolaPvtOptions
         return side * PatchSize;
     }
 
-    /// <summary>Throws an <see cref="ArgumentException"/> naming the first invalid hyper-parameter.</summary>
-    /// <param name="paramName">Argument name to report (the options as the caller named them).</param>
-    internal void Validate(string paramName)
+    /// <summary>Checks every property; the message names it (<c>options.Property</c>), its value and what was
+    /// expected. The model's constructor calls it.</summary>
+    /// <param name="paramName">How the caller names the options (the constructor's <c>options</c>).</param>
+    /// <exception cref="ArgumentException">A property is invalid.</exception>
+    public void Validate(string paramName = "options")
     {
-        string P(string property) => $"{paramName}.{property}";
-        ArgumentException Bad(string message) => new(message, paramName);
-
-        CheckList(EmbedDims, nameof(EmbedDims));
-        CheckList(NumHeads, nameof(NumHeads));
-        CheckList(MlpRatios, nameof(MlpRatios));
-        CheckList(Depths, nameof(Depths));
-        CheckList(SrRatios, nameof(SrRatios));
-        try
-        {
-            _ = AttentionRegistry.ParseStages(AttentionTypes, StageCount, P(nameof(AttentionTypes)));
-        }
-        catch (ArgumentException e)
-        {
-            throw Bad(e.Message.Split(" (Parameter '")[0]);
-        }
-        if (LinearSrRatios is null || LinearSrRatios.Length != StageCount)
-            throw Bad($"{P(nameof(LinearSrRatios))} is {Quote(LinearSrRatios)} ({LinearSrRatios?.Length ?? 0} characters); expected one digit 1-9 per stage ({StageCount}), e.g. \"1111\" (the released checkpoints) or \"8421\".");
+        var check = new OptionsCheck(paramName);
+        check.PerStage(EmbedDims, nameof(EmbedDims), StageCount);
+        check.PerStage(NumHeads, nameof(NumHeads), StageCount);
+        check.PerStage(MlpRatios, nameof(MlpRatios), StageCount);
+        check.PerStage(Depths, nameof(Depths), StageCount);
+        check.PerStage(SrRatios, nameof(SrRatios), StageCount);
+        check.Stages(AttentionTypes, StageCount, nameof(AttentionTypes));
+        check.That(LinearSrRatios?.Length == StageCount, nameof(LinearSrRatios), LinearSrRatios,
+            $"one digit 1-9 per stage ({StageCount}), e.g. \"1111\" (the released checkpoints) or \"8421\"");
         for (int i = 0; i < StageCount; i++)
-            if (LinearSrRatios[i] is < '1' or > '9')
-                throw Bad($"{P(nameof(LinearSrRatios))} is {Quote(LinearSrRatios)}: '{LinearSrRatios[i]}' at position {i} is not a digit 1-9.");
+            if (LinearSrRatios![i] is < '1' or > '9')
+                throw check.Fail($"{check.Name(nameof(LinearSrRatios))} is \"{LinearSrRatios}\": '{LinearSrRatios[i]}' at position {i} is not a digit 1-9.");
 
-        Positive(ImageSize, nameof(ImageSize));
-        Positive(PatchSize, nameof(PatchSize));
-        Positive(InChannels, nameof(InChannels));
-        if (NumClasses < 0) throw Bad($"{P(nameof(NumClasses))} is {NumClasses}; expected 0 (no classifier) or more.");
+        check.Positive(PatchSize, nameof(PatchSize));
+        check.Positive(InChannels, nameof(InChannels));
+        check.NumClasses(NumClasses);
         for (int i = 0; i < StageCount; i++)
         {
-            Positive(EmbedDims[i], $"{nameof(EmbedDims)}[{i}]");
-            Positive(NumHeads[i], $"{nameof(NumHeads)}[{i}]");
-            Positive(Depths[i], $"{nameof(Depths)}[{i}]");
-            Positive(SrRatios[i], $"{nameof(SrRatios)}[{i}]");
-            if (!(MlpRatios[i] > 0) || double.IsInfinity(MlpRatios[i]) || (long)(EmbedDims[i] * MlpRatios[i]) < 1)
-                throw Bad($"{P($"{nameof(MlpRatios)}[{i}]")} is {MlpRatios[i].ToString(CultureInfo.InvariantCulture)}; expected a positive ratio giving at least one hidden channel.");
+            check.Positive(EmbedDims[i], $"{nameof(EmbedDims)}[{i}]");
+            check.Positive(NumHeads[i], $"{nameof(NumHeads)}[{i}]");
+            check.Positive(Depths[i], $"{nameof(Depths)}[{i}]");
+            check.Positive(SrRatios[i], $"{nameof(SrRatios)}[{i}]");
+            check.That(MlpRatios[i] > 0 && double.IsFinite(MlpRatios[i]) && (long)(EmbedDims[i] * MlpRatios[i]) >= 1,
+                $"{nameof(MlpRatios)}[{i}]", MlpRatios[i], "a positive ratio giving at least one hidden channel");
             if (EmbedDims[i] % NumHeads[i] != 0)
-                throw Bad($"{P($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} is not divisible by {P($"{nameof(NumHeads)}[{i}]")} = {NumHeads[i]}.");
+                throw check.Fail($"{check.Name($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} is not divisible by {check.Name($"{nameof(NumHeads)}[{i}]")} = {NumHeads[i]}.");
             if (IsPolarityStage(i) && EmbedDims[i] / NumHeads[i] % 2 != 0)
-                throw Bad($"Stage {i + 1} is a polarity ('L') stage with {P($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} and {NumHeads[i]} heads: head dimension {EmbedDims[i] / NumHeads[i]} must be even.");
+                throw check.Fail($"Stage {i + 1} is a polarity ('L') stage with {check.Name($"{nameof(EmbedDims)}[{i}]")} = {EmbedDims[i]} and {NumHeads[i]} heads: head dimension {EmbedDims[i] / NumHeads[i]} must be even.");
         }
-        if (QkScale is { } qkScale && (!(qkScale > 0) || double.IsInfinity(qkScale)))
-            throw Bad($"{P(nameof(QkScale))} is {qkScale.ToString(CultureInfo.InvariantCulture)}; expected a positive finite number or null.");
-        Probability(DropRate, nameof(DropRate));
-        Probability(AttnDropRate, nameof(AttnDropRate));
-        Probability(DropPathRate, nameof(DropPathRate));
-        if (!(BlockNormEps > 0) || double.IsInfinity(BlockNormEps))
-            throw Bad($"{P(nameof(BlockNormEps))} is {BlockNormEps.ToString(CultureInfo.InvariantCulture)}; expected a small positive number such as 1e-6.");
-        if (!(Alpha > 0) || double.IsInfinity(Alpha))
-            throw Bad($"{P(nameof(Alpha))} is {Alpha.ToString(CultureInfo.InvariantCulture)}; expected a positive number.");
-        if (KernelSize <= 0 || KernelSize % 2 == 0)
-            throw Bad($"{P(nameof(KernelSize))} is {KernelSize}; expected a positive odd number.");
-        if (!Enum.IsDefined(Implementation))
-            throw Bad($"{P(nameof(Implementation))} is {Implementation}; expected {string.Join(" or ", Enum.GetNames<PolarityImplementation>())}.");
-        if (ImageSize % PatchSize != 0)
-            throw Bad($"{P(nameof(ImageSize))} = {ImageSize} is not a multiple of {P(nameof(PatchSize))} = {PatchSize}.");
-        if (ImageSize < MinimumImageSide())
-            throw Bad($"{P(nameof(ImageSize))} = {ImageSize} is too small: with patch size {PatchSize} and spatial reductions {string.Join(",", Enumerable.Range(0, StageCount).Select(StageSrRatio))} every stage needs a token grid at least as large as its reduction, so the image side must be at least {MinimumImageSide()}.");
-
-        void CheckList<T>(IReadOnlyList<T>? list, string name)
-        {
-            if (list is null || list.Count != StageCount)
-                throw Bad($"{P(name)} has {list?.Count.ToString(CultureInfo.InvariantCulture) ?? "no"} entries; expected one per stage ({StageCount}).");
-        }
-
-        void Positive(long value, string name)
-        {
-            if (value <= 0) throw Bad($"{P(name)} is {value}; expected a positive number.");
-        }
-
-        void Probability(double value, string name)
-        {
-            if (!(value >= 0 && value < 1))
-                throw Bad($"{P(name)} is {value.ToString(CultureInfo.InvariantCulture)}; expected a probability in [0, 1).");
-        }
-
-        static string Quote(string? s) => s is null ? "null" : $"\"{s}\"";
+        check.PositiveOrNull(QkScale, nameof(QkScale));
+        check.Probability(DropRate, nameof(DropRate));
+        check.Probability(AttnDropRate, nameof(AttnDropRate));
+        check.Probability(DropPathRate, nameof(DropPathRate));
+        check.Positive(BlockNormEps, nameof(BlockNormEps), "a small positive number such as 1e-6");
+        check.Positive(Alpha, nameof(Alpha));
+        check.OddKernel(KernelSize, nameof(KernelSize));
+        check.Defined(Implementation, nameof(Implementation));
+        check.ImageSize(ImageSize, nameof(ImageSize), PatchSize, $"{check.Name(nameof(PatchSize))} = {PatchSize}");
+        long minimum = MinimumImageSide();
+        check.That(ImageSize.Height >= minimum && ImageSize.Width >= minimum, nameof(ImageSize), ImageSize,
+            $"both sides at least {minimum}: with patch size {PatchSize} and spatial reductions {string.Join(",", Enumerable.Range(0, StageCount).Select(StageSrRatio))} every stage needs a token grid at least as large as its reduction");
     }
 }
 
@@ -222,26 +192,35 @@ public sealed record PolaPvtOptions
 /// their 2-D grid (the official code would resize bilinearly, and only when the first stage's token count differs).
 /// In inference (no_grad) the resized copies are cached per size until the mode or the weights change. Later stages
 /// floor odd grids, as the stride-2 convolution does.</para>
-/// <para>Deviation: the official builds later stages' embeddings for <c>img_size // 2^(i+1)</c> patches of 2, which
+/// <para>Deviations: the official builds later stages' embeddings for <c>img_size // 2^(i+1)</c> patches of 2, which
 /// only agrees with the real token grid for patch size 4; here stage i's grid is always
-/// ⌊⌊ImageSize/PatchSize⌋ / 2^i⌋ (identical for the released patch size 4).</para>
+/// ⌊⌊side/PatchSize⌋ / 2^i⌋ along each side (identical for the released patch size 4). The official model takes a
+/// square <c>img_size</c> only; a non-square <see cref="PolaPvtOptions.ImageSize"/> lays every stage's positional
+/// embedding (and polarity positional encoding) out on its height × width grid, as the official
+/// <c>PatchEmbed</c>'s <c>to_2tuple</c> layout would.</para>
 /// </remarks>
 public sealed class PolaPyramidVisionTransformer : Backbone
 {
-    // ImageNet-1k top-1 the authors report for their released checkpoints.
-    private static readonly Dictionary<string, double> ReportedTop1 = new() { ["pola_pvt_tiny"] = 78.8, ["pola_pvt_small"] = 81.9 };
+    /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
+    public const string FamilyName = "PVT";
+
+    /// <summary>ImageNet-1k top-1 (%) the authors report for their released checkpoints.</summary>
+    private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
+    {
+        ["pola_pvt_tiny"] = 78.8, ["pola_pvt_small"] = 81.9,
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
     /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
-    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("PVT", PolaPvtOptions.Presets,
-        (name, o) => new ModelInfo(name, "PVT", (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaPvtOptions.Presets,
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
         (o, x, device, dtype) => new PolaPyramidVisionTransformer(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
             DropPathRate = x.DropPathRate ?? o.DropPathRate,
             AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this PVT preset") : o.ImageSize,
+            ImageSize = x.ImageSize ?? o.ImageSize,
         }, device, dtype));
 
     private const int StageCount = PolaPvtOptions.StageCount;
@@ -284,8 +263,8 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         Options = options;
         _numClasses = options.NumClasses;
 
-        long totalBlocks = options.Depths.Sum();
-        long blockIndex = 0;
+        var dropPaths = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depths.Sum()));
+        int blockIndex = 0;
         var patchEmbeds = new PatchEmbed[StageCount];
         var posEmbeds = new Parameter[StageCount];
         var blocks = new ModuleList<PolaPvtBlock>[StageCount];
@@ -294,17 +273,14 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         for (int i = 0; i < StageCount; i++)
         {
             long dim = options.EmbedDims[i];
-            long side = options.GridSide(options.ImageSize, i);
+            long height = options.GridSide(options.ImageSize.Height, i), width = options.GridSide(options.ImageSize.Width, i);
             patchEmbeds[i] = new PatchEmbed(i == 0 ? options.InChannels : options.EmbedDims[i - 1], dim,
                 i == 0 ? options.PatchSize : 2, normalize: true, normEps: 1e-5, device: device, dtype: dtype);
-            posEmbeds[i] = new Parameter(zeros(1, side * side, dim, dtype: dtype, device: device));
-            _positionResizers.Add(new PositionalEncodingResizer(side, side));
+            posEmbeds[i] = new Parameter(zeros(1, height * width, dim, dtype: dtype, device: device));
+            _positionResizers.Add(new PositionalEncodingResizer(height, width));
             blocks[i] = new ModuleList<PolaPvtBlock>();
             for (long j = 0; j < options.Depths[i]; j++, blockIndex++)
-            {
-                double dropPath = totalBlocks > 1 ? options.DropPathRate * blockIndex / (totalBlocks - 1) : 0;
-                blocks[i].Add(new PolaPvtBlock(options, i, (side, side), dropPath, device, dtype));
-            }
+                blocks[i].Add(new PolaPvtBlock(options, i, (height, width), dropPaths[blockIndex], device, dtype));
             _featureInfo[i] = new FeatureInfo($"block{i + 1}", dim, options.PatchSize << i);
         }
         (patch_embed1, patch_embed2, patch_embed3, patch_embed4) = (patchEmbeds[0], patchEmbeds[1], patchEmbeds[2], patchEmbeds[3]);
@@ -331,7 +307,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     public override long InChannels => Options.InChannels;
 
     /// <inheritdoc />
-    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+    public override (long Height, long Width) ImageSize => Options.ImageSize;
 
     /// <inheritdoc />
     public override long NumFeatures => Options.EmbedDims[^1];
@@ -390,10 +366,10 @@ public sealed class PolaPyramidVisionTransformer : Backbone
             using (no_grad()) linear.bias?.zero_();
         }
         newHead.train(training);
-        register_module(nameof(head), null!);
-        head.Dispose();
+        var old = head;
+        ReplaceSubmodule(nameof(head), newHead);
         head = newHead;
-        register_module(nameof(head), head);
+        old.Dispose();
         _numClasses = numClasses;
     }
 

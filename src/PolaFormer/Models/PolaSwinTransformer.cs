@@ -1,4 +1,4 @@
-using System.Collections.ObjectModel;
+using System.Collections.Frozen;
 using PolaFormer.Attention;
 using PolaFormer.Layers;
 using TorchSharp;
@@ -20,10 +20,11 @@ namespace PolaFormer.Models;
 /// <remarks>Record equality compares <see cref="Depths"/> and <see cref="NumHeads"/> by reference.</remarks>
 public sealed record PolaSwinOptions
 {
-    /// <summary>Side of the square image the model is built for (official <c>img_size</c>). It sizes the stored
-    /// shift masks, the polarity positional encodings and the absolute position embedding; other input sizes are
-    /// served at run time. Must be a multiple of <see cref="PatchSize"/>·2^(stages−1).</summary>
-    public long ImageSize { get; init; } = 224;
+    /// <summary>Image size (height, width) the model is built for (official <c>img_size</c>, which the official
+    /// code also takes as a pair through <c>to_2tuple</c>). It sizes the stored shift masks, the windows and the
+    /// absolute position embedding; other input sizes are served at run time. Both sides must be multiples of
+    /// <see cref="PatchSize"/>·2^(stages−1).</summary>
+    public (long Height, long Width) ImageSize { get; init; } = (224, 224);
 
     /// <summary>Side of the square patches of the stem convolution (<c>patch_size</c>).</summary>
     public long PatchSize { get; init; } = 4;
@@ -92,30 +93,76 @@ public sealed record PolaSwinOptions
     /// <c>pola_swin_small</c>, <c>pola_swin_base</c> (224 px, window 56) and <c>pola_swin_base_384</c> (384 px,
     /// window 96), all with attention "LLSS". Derive variants with <c>with</c>, e.g.
     /// <c>PolaSwinOptions.Presets["pola_swin_tiny"] with { NumClasses = 10 }</c>.</summary>
-    public static IReadOnlyDictionary<string, PolaSwinOptions> Presets { get; } =
-        new ReadOnlyDictionary<string, PolaSwinOptions>(new Dictionary<string, PolaSwinOptions>
+    public static IReadOnlyDictionary<string, PolaSwinOptions> Presets { get; } = new Dictionary<string, PolaSwinOptions>
+    {
+        ["pola_swin_tiny"] = new()
         {
-            ["pola_swin_tiny"] = new()
-            {
-                EmbedDim = 96, Depths = [2, 2, 6, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
-                DropPathRate = 0.2, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_small"] = new()
-            {
-                EmbedDim = 96, Depths = [2, 2, 18, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
-                DropPathRate = 0.3, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_base"] = new()
-            {
-                EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 56,
-                DropPathRate = 0.5, AttentionTypes = "LLSS",
-            },
-            ["pola_swin_base_384"] = new()
-            {
-                ImageSize = 384, EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 96,
-                DropPathRate = 0.5, AttentionTypes = "LLSS",
-            },
-        });
+            EmbedDim = 96, Depths = [2, 2, 6, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+            DropPathRate = 0.2, AttentionTypes = "LLSS",
+        },
+        ["pola_swin_small"] = new()
+        {
+            EmbedDim = 96, Depths = [2, 2, 18, 2], NumHeads = [3, 6, 12, 24], WindowSize = 56,
+            DropPathRate = 0.3, AttentionTypes = "LLSS",
+        },
+        ["pola_swin_base"] = new()
+        {
+            EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 56,
+            DropPathRate = 0.5, AttentionTypes = "LLSS",
+        },
+        ["pola_swin_base_384"] = new()
+        {
+            ImageSize = (384, 384), EmbedDim = 128, Depths = [2, 2, 18, 2], NumHeads = [4, 8, 16, 32], WindowSize = 96,
+            DropPathRate = 0.5, AttentionTypes = "LLSS",
+        },
+    }.ToFrozenDictionary(StringComparer.Ordinal);
+
+    /// <summary>The multiple that image height and width must be: PatchSize·2^(stages−1), for the patch mergings
+    /// between the stages.</summary>
+    internal long InputMultiple => PatchSize << (Depths.Count - 1);
+
+    /// <summary>Checks every property; the message names it (<c>options.Property</c>), its value and what was
+    /// expected. The model's constructor calls it.</summary>
+    /// <param name="paramName">How the caller names the options (the constructor's <c>options</c>).</param>
+    /// <exception cref="ArgumentException">A property is invalid.</exception>
+    public void Validate(string paramName = "options")
+    {
+        var check = new OptionsCheck(paramName);
+        check.Positive(PatchSize, nameof(PatchSize));
+        check.Positive(InChannels, nameof(InChannels));
+        check.NumClasses(NumClasses);
+        check.Positive(EmbedDim, nameof(EmbedDim));
+        check.That(Depths is { Count: > 0 and <= 16 } && Depths.All(d => d is > 0 and <= int.MaxValue), nameof(Depths), Depths,
+            "the positive block counts of 1 to 16 stages");
+        int stages = Depths.Count;
+        check.PerStage(NumHeads, nameof(NumHeads), stages);
+        for (int i = 0; i < stages; i++) check.Positive(NumHeads[i], $"{nameof(NumHeads)}[{i}]");
+        check.ImageSize(ImageSize, nameof(ImageSize), InputMultiple,
+            $"{check.Name(nameof(PatchSize))} = {PatchSize} × 2^{stages - 1} for the patch mergings between the {stages} stages");
+        check.Positive(WindowSize, nameof(WindowSize));
+        check.That(MlpRatio > 0 && double.IsFinite(MlpRatio) && (long)(EmbedDim * MlpRatio) >= 1, nameof(MlpRatio), MlpRatio,
+            "a positive ratio giving at least one hidden channel");
+        check.PositiveOrNull(QkScale, nameof(QkScale));
+        check.Probability(DropRate, nameof(DropRate));
+        check.Probability(AttnDropRate, nameof(AttnDropRate));
+        check.Probability(DropPathRate, nameof(DropPathRate));
+        check.Positive(Alpha, nameof(Alpha));
+        check.OddKernel(KernelSize, nameof(KernelSize));
+        check.Defined(Implementation, nameof(Implementation));
+
+        var kinds = check.Blocks(AttentionTypes, Depths, nameof(AttentionTypes));
+        for (int i = 0; i < stages; i++)
+        {
+            long dim = EmbedDim << i;
+            if (dim % NumHeads[i] != 0)
+                throw check.Fail($"Stage {i} has {dim} channels ({check.Name(nameof(EmbedDim))} = {EmbedDim} × 2^{i}), not divisible by {check.Name($"{nameof(NumHeads)}[{i}]")} = {NumHeads[i]}.");
+            if (kinds[i].Contains('L') && dim / NumHeads[i] % 2 != 0)
+                throw check.Fail($"Stage {i} has polarity blocks with head dimension {dim / NumHeads[i]} ({dim} channels / {check.Name($"{nameof(NumHeads)}[{i}]")} = {NumHeads[i]}); polarity attention needs an even head dimension.");
+        }
+    }
+
+    /// <summary>The attention letter of every block of every stage (after <see cref="Validate"/>).</summary>
+    internal char[][] BlockKinds() => new OptionsCheck("options").Blocks(AttentionTypes, Depths, nameof(AttentionTypes));
 }
 
 /// <summary>
@@ -136,20 +183,26 @@ public sealed record PolaSwinOptions
 /// </remarks>
 public sealed class PolaSwinTransformer : Backbone
 {
-    // ImageNet-1k top-1 the authors report for their released checkpoints.
-    private static readonly Dictionary<string, double> ReportedTop1 = new() { ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8 };
+    /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
+    public const string FamilyName = "Swin";
+
+    /// <summary>ImageNet-1k top-1 (%) the authors report for their released checkpoints.</summary>
+    private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
+    {
+        ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8,
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
     /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
-    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("Swin", PolaSwinOptions.Presets,
-        (name, o) => new ModelInfo(name, "Swin", (o.ImageSize, o.ImageSize), o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaSwinOptions.Presets,
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
         (o, x, device, dtype) => new PolaSwinTransformer(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
             DropPathRate = x.DropPathRate ?? o.DropPathRate,
             AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "this Swin preset") : o.ImageSize,
+            ImageSize = x.ImageSize ?? o.ImageSize,
         }, device, dtype));
 
     private const double LayerNormEps = 1e-5;
@@ -159,7 +212,7 @@ public sealed class PolaSwinTransformer : Backbone
     private readonly Dropout pos_drop;
     private readonly ModuleList<PolaSwinStage> layers;
     private readonly LayerNorm norm;
-    private Linear? head;
+    private nn.Module<Tensor, Tensor> head;
 
     private readonly PositionalEncodingResizer? _positionResizer;
     private readonly FeatureInfo[] _featureInfo;
@@ -174,31 +227,29 @@ public sealed class PolaSwinTransformer : Backbone
         : base(nameof(PolaSwinTransformer))
     {
         var o = Options = options ?? new PolaSwinOptions();
-        var kinds = Validate(o);
+        o.Validate(nameof(options));
+        var kinds = o.BlockKinds();
         int stages = o.Depths.Count;
-        long gridSide = o.ImageSize / o.PatchSize;
+        (long gridHeight, long gridWidth) = (o.ImageSize.Height / o.PatchSize, o.ImageSize.Width / o.PatchSize);
 
         patch_embed = new PatchEmbed(o.InChannels, o.EmbedDim, o.PatchSize, normalize: o.PatchNorm, normEps: LayerNormEps,
             device: device, dtype: dtype);
         if (o.Ape)
         {
-            absolute_pos_embed = new Parameter(zeros(1, gridSide * gridSide, o.EmbedDim, dtype: dtype, device: device));
+            absolute_pos_embed = new Parameter(zeros(1, gridHeight * gridWidth, o.EmbedDim, dtype: dtype, device: device));
             Initialization.TruncatedNormal_(absolute_pos_embed, std: 0.02);
-            _positionResizer = new PositionalEncodingResizer(gridSide, gridSide);
+            _positionResizer = new PositionalEncodingResizer(gridHeight, gridWidth);
         }
         pos_drop = nn.Dropout(o.DropRate);
 
-        // The official stochastic depth rule, in float32 like torch.linspace(...).item().
-        double[] rates;
-        using (var linear = linspace(0, o.DropPathRate, o.Depths.Sum(), dtype: float32))
-            rates = linear.data<float>().Select(r => (double)r).ToArray();
+        var rates = DropPath.LinearSchedule(o.DropPathRate, checked((int)o.Depths.Sum()));
 
         layers = new ModuleList<PolaSwinStage>();
         var info = new FeatureInfo[stages];
         for (int i = 0, first = 0; i < stages; first += kinds[i].Length, i++)
         {
-            long dim = o.EmbedDim << i, side = gridSide >> i;
-            layers.Add(new PolaSwinStage(dim, (side, side), o.NumHeads[i], kinds[i], rates[first..(first + kinds[i].Length)],
+            long dim = o.EmbedDim << i;
+            layers.Add(new PolaSwinStage(dim, (gridHeight >> i, gridWidth >> i), o.NumHeads[i], kinds[i], rates[first..(first + kinds[i].Length)],
                 downsample: i < stages - 1, o, device, dtype));
             info[i] = new FeatureInfo($"layers.{i}", dim, o.PatchSize << i);
         }
@@ -206,7 +257,7 @@ public sealed class PolaSwinTransformer : Backbone
         NumFeatures = o.EmbedDim << (stages - 1);
         norm = nn.LayerNorm(NumFeatures, eps: LayerNormEps, device: device, dtype: dtype);
         _numClasses = o.NumClasses;
-        if (o.NumClasses > 0) head = nn.Linear(NumFeatures, o.NumClasses, device: device, dtype: dtype);
+        head = NewHead(o.NumClasses, device, dtype);
 
         RegisterComponents();
         // After registration: the initialiser walks the registered submodules.
@@ -220,7 +271,7 @@ public sealed class PolaSwinTransformer : Backbone
     public override long InChannels => Options.InChannels;
 
     /// <inheritdoc />
-    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+    public override (long Height, long Width) ImageSize => Options.ImageSize;
 
     /// <inheritdoc />
     public override long NumFeatures { get; }
@@ -240,7 +291,7 @@ public sealed class PolaSwinTransformer : Backbone
     public override IReadOnlySet<string> NoWeightDecayKeywords => new HashSet<string> { "relative_position_bias_table" };
 
     /// <summary>The multiple that input height and width must be: PatchSize·2^(stages−1).</summary>
-    public long InputMultiple => Options.PatchSize << (Options.Depths.Count - 1);
+    public long InputMultiple => Options.InputMultiple;
 
     /// <summary>Images (B, C, H, W) → the last stage's tokens after the final LayerNorm, (B, N, <see cref="NumFeatures"/>):
     /// patch embedding (+ absolute position embedding) → stages → norm.</summary>
@@ -254,7 +305,7 @@ public sealed class PolaSwinTransformer : Backbone
     }
 
     /// <inheritdoc />
-    protected override Tensor Classify(Tensor pooled) => head is null ? pooled.alias() : head.call(pooled);
+    protected override Tensor Classify(Tensor pooled) => head.call(pooled);
 
     /// <inheritdoc />
     /// <remarks>Entry i is stage i's output before its patch merging, (B, C_i, H/(PatchSize·2^i),
@@ -272,25 +323,23 @@ public sealed class PolaSwinTransformer : Backbone
     {
         if (numClasses < 0)
             throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "numClasses must be 0 (no classifier) or positive.");
+        var newHead = NewHead(numClasses, norm.weight!.device, norm.weight.dtype);
+        if (newHead is Linear linear)
+        {
+            Initialization.TruncatedNormal_(linear.weight!, std: 0.02);
+            using (no_grad()) linear.bias!.zero_();
+        }
+        newHead.train(training);
         var old = head;
-        if (old is not null)
-        {
-            register_module(nameof(head), null!);
-            head = null;
-            old.Dispose();
-        }
-        if (numClasses > 0)
-        {
-            head = nn.Linear(NumFeatures, numClasses, device: norm.weight!.device, dtype: norm.weight.dtype);
-            using (no_grad())
-            {
-                Initialization.TruncatedNormal_(head.weight!, std: 0.02);
-                head.bias!.zero_();
-            }
-            register_module(nameof(head), head);
-        }
+        ReplaceSubmodule(nameof(head), newHead);
+        head = newHead;
+        old.Dispose();
         _numClasses = numClasses;
     }
+
+    private nn.Module<Tensor, Tensor> NewHead(long numClasses, Device? device, ScalarType? dtype) => numClasses > 0
+        ? nn.Linear(NumFeatures, numClasses, device: device, dtype: dtype)
+        : nn.Identity();
 
     /// <summary>The official model's block layout, one entry per block as the golden listings write it:
     /// "layers.i.blocks.j:L|S:res{H}x{W}:w{window}:s{shift}" at the built size.</summary>
@@ -347,63 +396,6 @@ public sealed class PolaSwinTransformer : Backbone
 
     private static Tensor ToMap(Tensor tokens, long height, long width) =>
         tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2).contiguous();
-
-    private static char[][] Validate(PolaSwinOptions o)
-    {
-        static void Require(bool ok, string message)
-        {
-            if (!ok) throw new ArgumentException(message, "options");
-        }
-
-        Require(o.ImageSize > 0, $"ImageSize = {o.ImageSize} must be positive.");
-        Require(o.PatchSize > 0, $"PatchSize = {o.PatchSize} must be positive.");
-        Require(o.InChannels > 0, $"InChannels = {o.InChannels} must be positive.");
-        Require(o.NumClasses >= 0, $"NumClasses = {o.NumClasses} must be 0 (no classifier) or positive.");
-        Require(o.EmbedDim > 0, $"EmbedDim = {o.EmbedDim} must be positive.");
-        Require(o.Depths is { Count: > 0 and <= 16 }, "Depths must list the blocks of 1 to 16 stages.");
-        Require(o.Depths.All(d => d is > 0 and <= int.MaxValue), $"Depths = [{string.Join(", ", o.Depths)}] must all be positive.");
-        Require(o.NumHeads is not null && o.NumHeads.Count == o.Depths.Count,
-            $"NumHeads = [{string.Join(", ", o.NumHeads ?? [])}] must give one head count per stage ({o.Depths.Count}).");
-        var heads = o.NumHeads!;
-        Require(heads.All(h => h > 0), $"NumHeads = [{string.Join(", ", heads)}] must all be positive.");
-        int stages = o.Depths.Count;
-        long multiple = o.PatchSize << (stages - 1);
-        Require(o.ImageSize % multiple == 0,
-            $"ImageSize = {o.ImageSize} must be a multiple of {multiple} (PatchSize {o.PatchSize} × 2^{stages - 1} for the patch mergings).");
-        Require(o.WindowSize > 0, $"WindowSize = {o.WindowSize} must be positive.");
-        Require(o.MlpRatio > 0 && double.IsFinite(o.MlpRatio) && (long)(o.EmbedDim * o.MlpRatio) >= 1,
-            $"MlpRatio = {o.MlpRatio} must be positive and give at least one hidden channel.");
-        Require(o.QkScale is null || (o.QkScale > 0 && double.IsFinite(o.QkScale.Value)), $"QkScale = {o.QkScale} must be positive or null.");
-        Require(o.DropRate is >= 0 and < 1, $"DropRate = {o.DropRate} must be in [0, 1).");
-        Require(o.AttnDropRate is >= 0 and < 1, $"AttnDropRate = {o.AttnDropRate} must be in [0, 1).");
-        Require(o.DropPathRate is >= 0 and < 1, $"DropPathRate = {o.DropPathRate} must be in [0, 1).");
-        Require(o.Alpha > 0 && double.IsFinite(o.Alpha), $"Alpha = {o.Alpha} must be a positive finite number.");
-        Require(o.KernelSize > 0 && o.KernelSize % 2 == 1, $"KernelSize = {o.KernelSize} must be a positive odd number.");
-
-        var kinds = BlockKinds(o.AttentionTypes, o.Depths);
-        for (int i = 0; i < stages; i++)
-        {
-            long dim = o.EmbedDim << i;
-            Require(dim % heads[i] == 0,
-                $"Stage {i} has {dim} channels (EmbedDim {o.EmbedDim} × 2^{i}), not divisible by NumHeads[{i}] = {heads[i]}.");
-            Require(!kinds[i].Contains('L') || dim / heads[i] % 2 == 0,
-                $"Stage {i} has polarity blocks with head dimension {dim / heads[i]} ({dim} channels / {heads[i]} heads); polarity attention needs an even head dimension.");
-        }
-        return kinds;
-    }
-
-    // The attention letter of every block of every stage, from the official attn_type string.
-    private static char[][] BlockKinds(string types, IReadOnlyList<long> stageDepths)
-    {
-        try
-        {
-            return AttentionRegistry.ParseBlocks(types, stageDepths, "options.AttentionTypes");
-        }
-        catch (ArgumentException e)
-        {
-            throw new ArgumentException(e.Message.Split(" (Parameter '")[0], "options", e);
-        }
-    }
 }
 
 /// <summary>One stage (official <c>BasicLayer</c>): its blocks, then an optional patch merging.</summary>

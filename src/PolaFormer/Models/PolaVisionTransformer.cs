@@ -15,7 +15,9 @@ namespace PolaFormer.Models;
 /// <summary>Hyper-parameters of <see cref="PolaVisionTransformer"/> (DeiT-style plain ViT with polarity attention).</summary>
 public sealed record PolaVitOptions
 {
-    /// <summary>Image size (height, width) the model is built for; other sizes resize the positional embedding.</summary>
+    /// <summary>Image size (height, width) the model is built for: the positional embedding covers its
+    /// (height, width) / <see cref="PatchSize"/> grid, so both sides must be multiples of the patch size. Other sizes
+    /// resize the positional embedding.</summary>
     public (long Height, long Width) ImageSize { get; init; } = (224, 224);
 
     /// <summary>Patch size (kernel and stride of the patch embedding).</summary>
@@ -77,7 +79,36 @@ public sealed record PolaVitOptions
         ["pola_vit_tiny"] = new() { EmbedDim = 192, NumHeads = 3 },
         ["pola_vit_small"] = new() { EmbedDim = 384, NumHeads = 6 },
         ["pola_vit_base"] = new() { EmbedDim = 768, NumHeads = 12 },
-    }.ToFrozenDictionary();
+    }.ToFrozenDictionary(StringComparer.Ordinal);
+
+    /// <summary>Checks every property; the message names it (<c>options.Property</c>), its value and what was
+    /// expected. The model's constructor calls it.</summary>
+    /// <param name="paramName">How the caller names the options (the constructor's <c>options</c>).</param>
+    /// <exception cref="ArgumentException">A property is invalid.</exception>
+    public void Validate(string paramName = "options")
+    {
+        var check = new OptionsCheck(paramName);
+        check.Positive(PatchSize, nameof(PatchSize));
+        check.ImageSize(ImageSize, nameof(ImageSize), PatchSize, $"{check.Name(nameof(PatchSize))} = {PatchSize}");
+        check.Positive(InChannels, nameof(InChannels));
+        check.NumClasses(NumClasses);
+        check.Positive(EmbedDim, nameof(EmbedDim));
+        check.That(Depth is > 0 and <= int.MaxValue, nameof(Depth), Depth, "a positive number of blocks");
+        check.Positive(NumHeads, nameof(NumHeads));
+        check.That(MlpRatio > 0 && double.IsFinite(MlpRatio) && (long)(EmbedDim * MlpRatio) >= 1, nameof(MlpRatio), MlpRatio,
+            "a positive ratio giving at least one hidden channel");
+        check.Probability(DropRate, nameof(DropRate));
+        check.Probability(DropPathRate, nameof(DropPathRate));
+        char kind = check.Stages(AttentionTypes, 1, nameof(AttentionTypes))[0];
+        if (EmbedDim % NumHeads != 0)
+            throw check.Fail($"{check.Name(nameof(EmbedDim))} = {EmbedDim} is not divisible by {check.Name(nameof(NumHeads))} = {NumHeads}.");
+        if (kind == 'L' && EmbedDim / NumHeads % 2 != 0)
+            throw check.Fail($"{check.Name(nameof(EmbedDim))} = {EmbedDim} with {check.Name(nameof(NumHeads))} = {NumHeads} gives a head dimension of {EmbedDim / NumHeads}; polarity ('L') attention needs an even head dimension.");
+        check.Positive(Alpha, nameof(Alpha));
+        check.OddKernel(KernelSize, nameof(KernelSize));
+        check.Positive(NormEps, nameof(NormEps), "a small positive number such as 1e-6");
+        check.Defined(Implementation, nameof(Implementation));
+    }
 }
 
 /// <summary>
@@ -87,11 +118,17 @@ public sealed record PolaVitOptions
 /// </summary>
 public sealed class PolaVisionTransformer : Backbone
 {
+    /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
+    public const string FamilyName = "ViT";
+
+    /// <summary>ImageNet-1k top-1 (%) reported for the presets: none (the official repository has no ViT).</summary>
+    private static readonly FrozenDictionary<string, double> ReportedTop1 = FrozenDictionary<string, double>.Empty;
+
     /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
-    internal static void RegisterPresets() => ModelRegistry.RegisterFamily("ViT", PolaVitOptions.Presets,
-        (name, o) => new ModelInfo(name, "ViT", o.ImageSize, o.AttentionTypes, null),
+    internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaVitOptions.Presets,
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
         (o, x, device, dtype) => new PolaVisionTransformer(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
@@ -119,16 +156,10 @@ public sealed class PolaVisionTransformer : Backbone
         : base(nameof(PolaVisionTransformer))
     {
         Options = options ??= new PolaVitOptions();
-        Check.Positive(options.PatchSize, "options.PatchSize");
-        Check.Positive(options.Depth, "options.Depth");
-        Check.Positive(options.MlpRatio, "options.MlpRatio");
-        Check.Probability(options.DropRate, "options.DropRate");
-        Check.Probability(options.DropPathRate, "options.DropPathRate");
-        if (options.NumClasses < 0) throw new ArgumentOutOfRangeException("options.NumClasses", options.NumClasses, "NumClasses must be 0 (no classifier) or more.");
+        options.Validate(nameof(options));
         var (h, w) = options.ImageSize;
-        if (h % options.PatchSize != 0 || w % options.PatchSize != 0 || h <= 0 || w <= 0)
-            throw new ArgumentException($"options.ImageSize {h} × {w} must be positive multiples of options.PatchSize = {options.PatchSize}.", nameof(options));
         char kind = AttentionRegistry.ParseStages(options.AttentionTypes, 1, "options.AttentionTypes")[0];
+        _numClasses = options.NumClasses;
 
         _prefix = options.ClassToken ? 1 : 0;
         _grid = (h / options.PatchSize, w / options.PatchSize);
@@ -138,7 +169,7 @@ public sealed class PolaVisionTransformer : Backbone
         if (options.ClassToken) cls_token = new Parameter(zeros(1, 1, dim, dtype: dtype, device: device));
         pos_embed = new Parameter(zeros(1, _prefix + tokens, dim, dtype: dtype, device: device));
         pos_drop = nn.Dropout(options.DropRate);
-        var rates = DropPathRates(options.DropPathRate, checked((int)options.Depth));
+        var rates = DropPath.LinearSchedule(options.DropPathRate, checked((int)options.Depth));
         blocks = new ModuleList<VitBlock>(Enumerable.Range(0, rates.Length)
             .Select(i => new VitBlock(options, kind, _grid, _prefix, rates[i], device, dtype)).ToArray());
         norm = nn.LayerNorm(dim, eps: options.NormEps, device: device, dtype: dtype);
@@ -164,8 +195,8 @@ public sealed class PolaVisionTransformer : Backbone
     public override long NumFeatures => Options.EmbedDim;
 
     /// <inheritdoc />
-    public override long NumClasses => _numClasses ??= Options.NumClasses;
-    private long? _numClasses;
+    public override long NumClasses => _numClasses;
+    private long _numClasses;
 
     /// <inheritdoc />
     /// <remarks>One entry per block, "blocks.i", each (B, EmbedDim, H/PatchSize, W/PatchSize), as timm's ViT.</remarks>
@@ -257,10 +288,6 @@ public sealed class PolaVisionTransformer : Backbone
         using (no_grad()) linear.bias!.zero_();
         return linear;
     }
-
-    internal static double[] DropPathRates(double maxRate, int count) =>
-        Enumerable.Range(0, count).Select(i => count == 1 ? 0 : maxRate * i / (count - 1)).ToArray();
-
 
     /// <summary>Pre-norm transformer block on (B, prefix + H·W, C).</summary>
     private sealed class VitBlock : nn.Module<Tensor, long, long, Tensor>

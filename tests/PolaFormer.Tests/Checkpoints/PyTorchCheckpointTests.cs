@@ -29,7 +29,7 @@ public sealed class PyTorchCheckpointTests : TorchTest, IDisposable
     /// <summary>The small Pola-PVT whose state dict make_pth.py writes (names and shapes: pvt_small_keys.json).</summary>
     private static PolaPvtOptions SmallPvt => new()
     {
-        ImageSize = 32,
+        ImageSize = (32, 32),
         PatchSize = 4,
         EmbedDims = [8, 16, 24, 32],
         NumHeads = [1, 2, 4, 8],

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using PolaFormer.Attention;
 using PolaFormer.Layers;
@@ -11,7 +12,7 @@ namespace PolaFormer.Tests.Models;
 /// <summary>Options of <see cref="PatchMeanModel"/>.</summary>
 public sealed record PatchMeanOptions
 {
-    public long ImageSize { get; init; } = 32;
+    public (long Height, long Width) ImageSize { get; init; } = (32, 32);
     public long EmbedDim { get; init; } = 32;
     public long NumClasses { get; init; } = 1000;
     public string AttentionTypes { get; init; } = "LS";
@@ -24,19 +25,19 @@ public sealed record PatchMeanOptions
 /// </summary>
 public sealed class PatchMeanModel : Backbone
 {
-    public static readonly IReadOnlyDictionary<string, PatchMeanOptions> Presets = new Dictionary<string, PatchMeanOptions>
+    public static IReadOnlyDictionary<string, PatchMeanOptions> Presets { get; } = new Dictionary<string, PatchMeanOptions>
     {
         ["test_patch_mean"] = new(),
-    };
+    }.ToFrozenDictionary(StringComparer.Ordinal);
 
     [ModuleInitializer]
     internal static void RegisterPresets() => ModelRegistry.RegisterFamily("PatchMean", Presets,
-        (name, o) => new ModelInfo(name, "PatchMean", (o.ImageSize, o.ImageSize), o.AttentionTypes, null),
+        (name, o) => new ModelInfo(name, "PatchMean", o.ImageSize, o.AttentionTypes, null),
         (o, x, device, dtype) => new PatchMeanModel(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
             AttentionTypes = x.AttentionTypes ?? o.AttentionTypes,
-            ImageSize = x.ImageSize is { } s ? ModelRegistry.SquareSide(s, "test_patch_mean") : o.ImageSize,
+            ImageSize = x.ImageSize ?? o.ImageSize,
         }, device, dtype));
 
     private readonly PatchEmbed patch_embed;
@@ -50,7 +51,7 @@ public sealed class PatchMeanModel : Backbone
         Options = o;
         _numClasses = o.NumClasses;
         patch_embed = new PatchEmbed(3, o.EmbedDim, 4, normalize: false, device: device, dtype: dtype);
-        var grid = (o.ImageSize / 4, o.ImageSize / 4);
+        var grid = (o.ImageSize.Height / 4, o.ImageSize.Width / 4);
         blocks = new ModuleList<TokenAttention>(AttentionRegistry.ParseStages(o.AttentionTypes, 2, "options.AttentionTypes")
             .Select(letter => AttentionRegistry.Create(letter, new AttentionSpec { Dim = o.EmbedDim, NumHeads = 2, Grid = grid, Device = device, Dtype = dtype }))
             .ToArray());
@@ -61,7 +62,7 @@ public sealed class PatchMeanModel : Backbone
 
     public PatchMeanOptions Options { get; }
     public override long InChannels => 3;
-    public override (long Height, long Width) ImageSize => (Options.ImageSize, Options.ImageSize);
+    public override (long Height, long Width) ImageSize => Options.ImageSize;
     public override long NumFeatures => Options.EmbedDim;
     public override long NumClasses => _numClasses;
     public override IReadOnlyList<FeatureInfo> FeatureInfo => [new("blocks.0", Options.EmbedDim, 4), new("blocks.1", Options.EmbedDim, 4)];

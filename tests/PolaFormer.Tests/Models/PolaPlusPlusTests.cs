@@ -184,7 +184,7 @@ public sealed class PolaPlusPlusTests : TorchTest
         FluentActions.Invoking(() => ModelRegistry.Create("pola_pp_b0", attentionTypes: "PPSS", device: META))
             .Should().Throw<ArgumentException>().WithParameterName("options").WithMessage("*AttentionTypes is \"PPSS\"*'P'*'V'*");
         FluentActions.Invoking(() => new PolaPlusPlus(new PolaPlusPlusOptions { NumHeads = [1, 2, 4, 64] }, device: META))
-            .Should().Throw<ArgumentException>().WithMessage("*EmbedDims[3] / NumHeads[3] = 6 channels per head*multiple of 4*");
+            .Should().Throw<ArgumentException>().WithParameterName("options").WithMessage("*options.EmbedDims[3] / NumHeads[3] = 384 / 64 = 6 channels per head*multiple of 4*");
         using var model = ModelRegistry.Create("pola_pp_b0", numClasses: 4);
         FluentActions.Invoking(() => model.forward(zeros(1, 1, 32, 32)))
             .Should().Throw<ArgumentException>().WithParameterName("images").WithMessage("*1 channels*expected C = 3*");

@@ -31,7 +31,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
     /// <summary>A small model: 8..64 channels, one block per stage, k/v reduced to 2 × 2 at 64 × 64 in L stages.</summary>
     private static PolaPvtOptions Small(string attentionTypes = "LLLL", string linearSrRatios = "8421") => new()
     {
-        ImageSize = 64,
+        ImageSize = (64, 64),
         NumClasses = 10,
         EmbedDims = [8, 16, 32, 64],
         NumHeads = [1, 2, 4, 8],
@@ -223,7 +223,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         PolaPvtOptions.Presets.Keys.Should().BeEquivalentTo("pola_pvt_tiny", "pola_pvt_small", "pola_pvt_medium", "pola_pvt_large");
         PolaPvtOptions.Presets["pola_pvt_large"].Depths.Should().Equal(3, 8, 27, 3);
         PolaPvtOptions.Presets.Values.Should().OnlyContain(o =>
-            o.ImageSize == 224 && o.LinearSrRatios == "1111" && o.AttentionTypes == "LLLL" && o.DropPathRate == 0.1 &&
+            o.ImageSize.Height == 224 && o.ImageSize.Width == 224 && o.LinearSrRatios == "1111" && o.AttentionTypes == "LLLL" && o.DropPathRate == 0.1 &&
             o.BlockNormEps == 1e-6 && o.MlpRatios.SequenceEqual(new double[] { 8, 8, 4, 4 }));
     }
 
@@ -486,8 +486,8 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         Rejects(Small() with { EmbedDims = [8, 16, 32] }, "options.EmbedDims has 3 entries");
         Rejects(Small() with { NumHeads = [1, 2, 4, 6] }, "options.EmbedDims[3] = 64 is not divisible");
         Rejects(Small() with { NumHeads = [1, 2, 4, 64] }, "head dimension 1 must be even");
-        Rejects(Small() with { ImageSize = 66 }, "options.ImageSize = 66");
-        Rejects(Small() with { ImageSize = 16 }, "at least 32");
+        Rejects(Small() with { ImageSize = (66, 64) }, "options.ImageSize is 66 × 64; expected a positive height and width, both multiples of 4 (options.PatchSize = 4)");
+        Rejects(Small() with { ImageSize = (64, 16) }, "options.ImageSize is 64 × 16; expected both sides at least 32");
         Rejects(Small() with { DropPathRate = 1 }, "options.DropPathRate");
         Rejects(Small() with { KernelSize = 4 }, "options.KernelSize is 4");
     }

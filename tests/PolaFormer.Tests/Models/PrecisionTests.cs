@@ -105,7 +105,7 @@ public sealed class PrecisionTests : TorchTest
         manual_seed(11);
         using var model = new PolaPyramidVisionTransformer(new PolaPvtOptions
         {
-            ImageSize = 32, EmbedDims = [16, 32, 48, 64], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
+            ImageSize = (32, 32), EmbedDims = [16, 32, 48, 64], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
             NumClasses = 10, DropPathRate = 0,
         }, dtype: bfloat16);
         using var optimizer = optim.AdamW(model.parameters(), lr: 2e-3);

@@ -30,7 +30,7 @@ public sealed class PretrainedWeightsTests : TorchTest, IDisposable
     /// <summary>A tiny Pola-PVT (stage widths ≤ 16 or multiples of 16).</summary>
     private static PolaPyramidVisionTransformer TinyPvt(long numClasses = 10) => new(new PolaPvtOptions
     {
-        ImageSize = 32,
+        ImageSize = (32, 32),
         PatchSize = 4,
         EmbedDims = [8, 16, 16, 32],
         NumHeads = [1, 2, 2, 4],

@@ -68,7 +68,7 @@ public sealed class TrainProgramSmallRunTests : TorchTest, IDisposable
         TrainProgram.ShouldFailWithOneLine(Run("train", "--img-size", "0", "--output", output),
             "error: --img-size is 0; expected a positive number of pixels*");
         TrainProgram.ShouldFailWithOneLine(Run("train", "--img-size", "33", "--output", output),
-            "error: --img-size 33 does not suit pola_pvt_tiny: *33 is not a multiple of *4*");
+            "error: --img-size 33 does not suit pola_pvt_tiny: options.ImageSize is 33 × 33; expected *multiples of 4*");
         TrainProgram.ShouldFailWithOneLine(Run("eval", "--checkpoint", Path.Combine(_root, "none.safetensors"), "--img-size", "-8"),
             "error: --img-size is -8; expected a positive number of pixels*");
         Directory.Exists(output).Should().BeFalse("nothing is written before the size is checked");

@@ -54,7 +54,7 @@ internal static class TrainingFixtures
     /// — see README § Compatibility — and a stage of 24 channels made these tests fail with NaN losses there.</remarks>
     public static Backbone TinyPvt(long classes, Device device) => new PolaPyramidVisionTransformer(new PolaPvtOptions
     {
-        ImageSize = 32, EmbedDims = [8, 16, 32, 32], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
+        ImageSize = (32, 32), EmbedDims = [8, 16, 32, 32], NumHeads = [1, 2, 2, 4], MlpRatios = [2, 2, 2, 2], Depths = [1, 1, 1, 1],
         NumClasses = classes, DropPathRate = 0.1,
     }, device);
 }
