@@ -25,7 +25,7 @@ internal static class ModelZoo
         {
             WindowSize = 7,
             AttentionTypes = "SSSS",
-            ImageSize = checked((int)(imageSize ?? PolaSwinOptions.Presets["pola_swin_tiny"].ImageSize)),
+            ImageSize = imageSize is { } side ? (side, side) : PolaSwinOptions.Presets["pola_swin_tiny"].ImageSize,
         }, device),
         _ => ModelRegistry.Create(name, imageSize: Square(imageSize), device: device),
     };
