@@ -10,7 +10,10 @@ namespace PolaFormer.Models;
 /// <param name="Attention">Per-stage attention kinds, e.g. "LLSS".</param>
 /// <param name="ReportedTop1">ImageNet-1k top-1 (%) the authors report for their released checkpoint, where they
 /// report one.</param>
-public sealed record ModelInfo(string Name, string Family, (long Height, long Width) InputSize, string Attention, double? ReportedTop1)
+/// <param name="Pretrained">Where the preset's released weights come from and how they expect images to be prepared
+/// (declared by the family next to its presets); null when the authors release no weights for it.</param>
+public sealed record ModelInfo(string Name, string Family, (long Height, long Width) InputSize, string Attention, double? ReportedTop1,
+    Pretrained.PretrainedConfig? Pretrained = null)
 {
     /// <summary>Number of parameters of the preset with its 1000-class head (computed by building the model on
     /// the meta device: no memory is allocated).</summary>
@@ -54,6 +57,9 @@ public static class ModelRegistry
     {
         ArgumentNullException.ThrowIfNull(registration);
         ArgumentException.ThrowIfNullOrWhiteSpace(registration.Info.Name, "registration.Info.Name");
+        if (registration.Info.Pretrained is { } pretrained && pretrained.ModelName != registration.Info.Name)
+            throw new ArgumentException(
+                $"registration.Info.Pretrained.ModelName is '{pretrained.ModelName}'; expected the model's own name '{registration.Info.Name}'.", nameof(registration));
         var existing = Entries.GetOrAdd(registration.Info.Name, registration);
         if (!ReferenceEquals(existing, registration) && existing.Info != registration.Info)
             throw new ArgumentException($"A model named '{registration.Info.Name}' is already registered ({existing.Info.Family}).", nameof(registration));

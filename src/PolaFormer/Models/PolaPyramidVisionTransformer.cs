@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using PolaFormer.Attention;
 using PolaFormer.Layers;
+using PolaFormer.Pretrained;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -204,17 +205,22 @@ public sealed class PolaPyramidVisionTransformer : Backbone
     /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
     public const string FamilyName = "PVT";
 
-    /// <summary>ImageNet-1k top-1 (%) the authors report for their released checkpoints.</summary>
-    private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
+    /// <summary>The presets with released ImageNet-1k weights: the top-1 (%) the authors report for them and how they
+    /// evaluate (<see cref="PretrainedConfig"/>'s defaults: ImageNet mean and standard deviation, bicubic squash to 256,
+    /// centre crop 224). No <see cref="PretrainedConfig.Source"/>: the file names in the authors' Hugging Face
+    /// repository are not confirmed (<see cref="PretrainedConfigs.HubFolder"/>).</summary>
+    private static readonly FrozenDictionary<string, PretrainedConfig> Released = new PretrainedConfig[]
     {
-        ["pola_pvt_tiny"] = 78.8, ["pola_pvt_small"] = 81.9,
-    }.ToFrozenDictionary(StringComparer.Ordinal);
+        new PretrainedConfig { ModelName = "pola_pvt_tiny", ReportedTop1 = 78.8 },
+        new PretrainedConfig { ModelName = "pola_pvt_small", ReportedTop1 = 81.9 },
+    }.ToFrozenDictionary(c => c.ModelName, StringComparer.Ordinal);
 
     /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
     internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaPvtOptions.Presets,
-        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, Released.GetValueOrDefault(name)?.ReportedTop1,
+            Released.GetValueOrDefault(name) is { } released ? released with { InputSize = o.ImageSize } : null),
         (o, x, device, dtype) => new PolaPyramidVisionTransformer(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,

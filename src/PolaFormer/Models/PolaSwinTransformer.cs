@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using PolaFormer.Attention;
 using PolaFormer.Layers;
+using PolaFormer.Pretrained;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -186,17 +187,23 @@ public sealed class PolaSwinTransformer : Backbone
     /// <summary>The family name in <see cref="ModelInfo.Family"/>.</summary>
     public const string FamilyName = "Swin";
 
-    /// <summary>ImageNet-1k top-1 (%) the authors report for their released checkpoints.</summary>
-    private static readonly FrozenDictionary<string, double> ReportedTop1 = new Dictionary<string, double>
+    /// <summary>The presets with released ImageNet-1k weights: the top-1 (%) the authors report for them and how they
+    /// evaluate (<see cref="PretrainedConfig"/>'s defaults: ImageNet mean and standard deviation, bicubic squash to 256,
+    /// centre crop 224). No <see cref="PretrainedConfig.Source"/>: the file names in the authors' Hugging Face
+    /// repository are not confirmed (<see cref="PretrainedConfigs.HubFolder"/>).</summary>
+    private static readonly FrozenDictionary<string, PretrainedConfig> Released = new PretrainedConfig[]
     {
-        ["pola_swin_tiny"] = 82.6, ["pola_swin_small"] = 83.6, ["pola_swin_base"] = 83.8,
-    }.ToFrozenDictionary(StringComparer.Ordinal);
+        new PretrainedConfig { ModelName = "pola_swin_tiny", ReportedTop1 = 82.6 },
+        new PretrainedConfig { ModelName = "pola_swin_small", ReportedTop1 = 83.6 },
+        new PretrainedConfig { ModelName = "pola_swin_base", ReportedTop1 = 83.8 },
+    }.ToFrozenDictionary(c => c.ModelName, StringComparer.Ordinal);
 
     /// <summary>Registers the presets with <see cref="ModelRegistry"/> when the library loads.</summary>
     [System.Runtime.CompilerServices.ModuleInitializer]
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2255", Justification = "A family registers its presets itself, so the registry never lists families.")]
     internal static void RegisterPresets() => ModelRegistry.RegisterFamily(FamilyName, PolaSwinOptions.Presets,
-        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, ReportedTop1.TryGetValue(name, out var top1) ? top1 : null),
+        (name, o) => new ModelInfo(name, FamilyName, o.ImageSize, o.AttentionTypes, Released.GetValueOrDefault(name)?.ReportedTop1,
+            Released.GetValueOrDefault(name) is { } released ? released with { InputSize = o.ImageSize } : null),
         (o, x, device, dtype) => new PolaSwinTransformer(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,

@@ -1,10 +1,8 @@
-using System.Collections.Frozen;
-
 namespace PolaFormer.Pretrained;
 
 /// <summary>
-/// The pretrained configuration of every registered model for which the authors release ImageNet-1k weights
-/// (their README's table: Pola-PVT-T/S, Pola-Swin-T/S/B, all at 224², evaluated like Swin and DeiT: ImageNet mean and
+/// The pretrained configuration of every registered model for which the authors release ImageNet-1k weights, as the
+/// families declare them next to their presets (<see cref="Models.ModelInfo.Pretrained"/>; their README's table: Pola-PVT-T/S, Pola-Swin-T/S/B, all at 224², evaluated like Swin and DeiT: ImageNet mean and
 /// standard deviation, bicubic resize to 256, centre crop 224).
 /// </summary>
 /// <remarks>
@@ -22,26 +20,20 @@ public static class PretrainedConfigs
     /// <summary>The prefix of a direct download URL from <see cref="HubFolder"/>; append the file name.</summary>
     public const string HubDownloadPrefix = "https://huggingface.co/ZachMeng/PolaFormer/resolve/main/";
 
-    private static readonly FrozenDictionary<string, PretrainedConfig> Entries = new PretrainedConfig[]
-    {
-        new() { ModelName = "pola_pvt_tiny", ReportedTop1 = 78.8 },
-        new() { ModelName = "pola_pvt_small", ReportedTop1 = 81.9 },
-        new() { ModelName = "pola_swin_tiny", ReportedTop1 = 82.6 },
-        new() { ModelName = "pola_swin_small", ReportedTop1 = 83.6 },
-        new() { ModelName = "pola_swin_base", ReportedTop1 = 83.8 },
-    }.ToFrozenDictionary(c => c.ModelName, StringComparer.Ordinal);
-
-    /// <summary>Model names with a pretrained configuration, in ordinal order.</summary>
-    public static IReadOnlyList<string> Names { get; } = Entries.Keys.Order(StringComparer.Ordinal).ToArray();
+    /// <summary>Model names with a pretrained configuration, in ordinal order (declared by each family next to its
+    /// presets, so a family registered later appears here too).</summary>
+    public static IReadOnlyList<string> Names => All.Select(c => c.ModelName).ToArray();
 
     /// <summary>Every pretrained configuration, in the order of <see cref="Names"/>.</summary>
-    public static IReadOnlyList<PretrainedConfig> All { get; } = Names.Select(n => Entries[n]).ToArray();
+    public static IReadOnlyList<PretrainedConfig> All =>
+        Models.ModelRegistry.Models.Where(m => m.Pretrained is not null).Select(m => m.Pretrained!).ToArray();
 
-    /// <summary>The configuration of <paramref name="modelName"/>, or null when the authors release no weights for it.</summary>
+    /// <summary>The configuration of <paramref name="modelName"/>, or null when the authors release no weights for it
+    /// (or no model has that name).</summary>
     public static PretrainedConfig? Find(string modelName)
     {
         ArgumentNullException.ThrowIfNull(modelName);
-        return Entries.GetValueOrDefault(modelName);
+        return Models.ModelRegistry.Names.Contains(modelName, StringComparer.Ordinal) ? Models.ModelRegistry.Describe(modelName).Pretrained : null;
     }
 
     /// <summary>The configuration of <paramref name="modelName"/>.</summary>

@@ -1,3 +1,4 @@
+using PolaFormer.Pretrained;
 using FluentAssertions;
 using PolaFormer.Models;
 using PolaFormer.Tests.Infrastructure;
@@ -56,5 +57,21 @@ public sealed class ModelRegistryTests : TorchTest
         FluentActions.Invoking(() => ModelRegistry.Register(new ModelRegistration(
                 new ModelInfo("pola_pvt_tiny", "Other", (1, 1), "L", null), (_, _, _) => throw new InvalidOperationException())))
             .Should().Throw<ArgumentException>().WithMessage("*'pola_pvt_tiny' is already registered (PVT)*");
+    }
+
+    [Fact]
+    public void A_familys_pretrained_configuration_is_found_by_name_without_a_central_table()
+    {
+        // Declared in PatchMeanFamily.cs only.
+        PretrainedConfigs.Names.Should().Contain("test_patch_mean").And.Contain(["pola_pvt_tiny", "pola_swin_tiny"]);
+        var config = PretrainedConfigs.Get("test_patch_mean");
+        config.Source.Should().Be("https://example.invalid/test_patch_mean.safetensors");
+        ImagePreprocessor.ForModel("test_patch_mean").Config.Should().Be(config);
+        PretrainedConfigs.Find("pola_swin_tiny")!.InputSize.Should().Be((224L, 224L));
+        PretrainedConfigs.Find("pola_pvt_medium").Should().BeNull("the authors release no weights for it");
+        FluentActions.Invoking(() => ModelRegistry.Register(new ModelRegistration(
+                new ModelInfo("test_mislabelled", "Other", (1, 1), "L", null, new PretrainedConfig { ModelName = "pola_pvt_tiny" }),
+                (_, _, _) => throw new InvalidOperationException())))
+            .Should().Throw<ArgumentException>().WithMessage("registration.Info.Pretrained.ModelName is 'pola_pvt_tiny'; expected the model's own name 'test_mislabelled'.*");
     }
 }

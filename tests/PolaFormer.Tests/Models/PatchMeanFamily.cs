@@ -1,3 +1,4 @@
+using PolaFormer.Pretrained;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using PolaFormer.Attention;
@@ -32,7 +33,13 @@ public sealed class PatchMeanModel : Backbone
 
     [ModuleInitializer]
     internal static void RegisterPresets() => ModelRegistry.RegisterFamily("PatchMean", Presets,
-        (name, o) => new ModelInfo(name, "PatchMean", o.ImageSize, o.AttentionTypes, null),
+        (name, o) => new ModelInfo(name, "PatchMean", o.ImageSize, o.AttentionTypes, null,
+            // Its pretrained configuration, declared by the family: weights at a URL, CIFAR-like statistics.
+            new PretrainedConfig
+            {
+                ModelName = name, Source = "https://example.invalid/test_patch_mean.safetensors", NumClasses = 10,
+                InputSize = o.ImageSize, Mean = new(0.5, 0.5, 0.5), Std = new(0.25, 0.25, 0.25), CropFraction = 1,
+            }),
         (o, x, device, dtype) => new PatchMeanModel(o with
         {
             NumClasses = x.NumClasses ?? o.NumClasses,
