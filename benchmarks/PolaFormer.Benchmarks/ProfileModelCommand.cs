@@ -45,7 +45,7 @@ internal static class ProfileModelCommand
         double Time(Func<Tensor, Tensor> f, Tensor input)
         {
             Tensor? upstream = null;
-            var result = Measurement.Time(() =>
+            var result = Timing.Measure(() =>
             {
                 using var scope = NewDisposeScope();
                 if (mode == "infer")
@@ -106,7 +106,7 @@ internal static class ProfileModelCommand
                 benchmark = "profile-model", name, batch, size, mode, threads,
                 stage = group.Key.Stage, component = group.Key.Component, blocks = group.Count(),
                 median_ms = ms, share = ms / whole,
-                torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, language = "csharp",
+                torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, language = "csharp",
             };
             if (json) Report.Print(report, true);
             else Console.WriteLine($"{group.Key.Stage,-10} {group.Key.Component,-42} x{group.Count(),-3} {ms,9:F2} ms {100 * ms / whole,6:F1} %");
