@@ -617,9 +617,10 @@ def main():
                'tokens); polarity Kᵀv and Q(Kᵀv) for both streams (2·n·d·C + 2·N·d·C, d = head dim) plus the two '
                'normalisers Q·mean(K) (4·N·C). **Not counted**: element-wise work (powers, ReLU, softmax '
                'exponentials, LayerNorm, GELU, additions, the gating product, the key mean, interpolation). '
-               'Token counts come from a real batch-1 forward: the model reports every block\'s output through '
-               '`IntermediateObserver`, and each module is counted at the token count of the block that contains it '
-               '(TorchSharp forward hooks only run through `call()`, which the models do not use).\n')
+               'Token counts come from a real batch-1 forward: TorchSharp forward hooks (`register_forward_hook`, '
+               'which fire because the models call their blocks with `call()`) record the token count of every block, '
+               'patch merging and patch embedding, and each module is counted at the token count of the block that '
+               'contains it.\n')
     fl = {f['name']: f for f in b.read_jsonl('flops.jsonl')}
     if all(k in fl for k in ('swin_tiny_softmax', 'pvt_tiny_softmax', 'pola_swin_tiny', 'pola_pvt_tiny')):
         g = lambda k: fl[k]['gmacs']
