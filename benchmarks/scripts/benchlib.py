@@ -46,9 +46,10 @@ RESULTS = RESULTS_ROOT / (os.environ.get('POLA_BENCH_RESULTS')
 
 
 def latest_cpu_results():
-    """The newest CPU results folder (one with a machine.json; the GPU folders have none), for render.py."""
-    folders = sorted(p for p in RESULTS_ROOT.glob('*/machine.json'))
-    return folders[-1].parent if folders else RESULTS
+    """The newest complete CPU sitting, for render.py: a folder with a machine.json (the GPU folders have none) and
+    the attention sweep's attention.jsonl (a folder with only, say, FLOP counts is no page of its own)."""
+    folders = sorted(p.parent for p in RESULTS_ROOT.glob('*/machine.json') if (p.parent / 'attention.jsonl').exists())
+    return folders[-1] if folders else RESULTS
 
 # The .NET GC reserves tens of GiB of address space by default; bounding it keeps the address-space cap below
 # about the same for both sides (the benchmarks' managed heap is tiny: the tensors live in LibTorch's native heap).

@@ -384,17 +384,71 @@ def models_section(out):
         out.append('')
 
 
+FLOPS_HEADER = ['| model | family | attention | input | parameters | GFLOPs (GMACs) | linears | convolutions | attention matmuls |',
+                '| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |']
+
+
+def flops_rows(flops):
+    return [f"| `{f['name']}` | {f['family']} | {f['attention']} | {f['size']}² | {f['parameters']:,} | "
+            f"**{f['gmacs']:.2f}** | {f['linear_gmacs']:.2f} | {f['conv_gmacs']:.3f} | {f['attention_gmacs']:.3f} |"
+            for f in sorted(flops, key=lambda f: (f['family'], f['name']))]
+
+
+def later_flops(shown):
+    """The newest other results folder whose flops.jsonl counts models this sitting did not (presets added since):
+    (folder, its rows, the rows of the new models), or None."""
+    for folder in sorted(b.RESULTS_ROOT.iterdir(), reverse=True):
+        path = folder / 'flops.jsonl'
+        if folder == b.RESULTS or not path.exists():
+            continue
+        rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        extra = [r for r in rows if r['name'] not in shown]
+        if extra:
+            return folder, rows, extra
+    return None
+
+
 def flops_section(out):
     flops = b.read_jsonl('flops.jsonl')
     if not flops:
         out.append('_No FLOP counts yet: run `bash benchmarks/scripts/run-models.sh` (or the `flops` command)._\n')
         return
-    out.append('| model | family | attention | input | parameters | GFLOPs (GMACs) | linears | convolutions | attention matmuls |')
-    out.append('| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
-    for f in sorted(flops, key=lambda f: (f['family'], f['name'])):
-        out.append(f"| `{f['name']}` | {f['family']} | {f['attention']} | {f['size']}² | {f['parameters']:,} | "
-                   f"**{f['gmacs']:.2f}** | {f['linear_gmacs']:.2f} | {f['conv_gmacs']:.3f} | {f['attention_gmacs']:.3f} |")
+    out.extend(FLOPS_HEADER)
+    out.extend(flops_rows(flops))
     out.append('')
+    shown = {f['name']: f for f in flops}
+    later = later_flops(shown)
+    if later:
+        folder, rows, extra = later
+        same = [r['name'] for r in rows if r['name'] in shown and r['macs'] == shown[r['name']]['macs']]
+        differ = [r['name'] for r in rows if r['name'] in shown and r['macs'] != shown[r['name']]['macs']]
+        m = json.loads((folder / 'machine.json').read_text()) if (folder / 'machine.json').exists() else {}
+        when = (m.get('date') or folder.name)[:10]
+        families = ', '.join(sorted({r['family'] for r in extra}))
+        out.append(f'Models added after this sitting ({families}), counted on {when} by the same command, '
+                   '`dotnet run -c Release --project benchmarks/PolaFormer.Benchmarks -- flops --json` '
+                   f'(`{folder.relative_to(b.ROOT)}/flops.jsonl`; '
+                   + (f'the {len(same)} models of the table above count exactly the same there' if not differ else
+                      f'{len(same)} models of the table above count the same there, {", ".join(differ)} differently')
+                   + ').' + (FLOPS_NOTES['PolaFormer++'] if 'PolaFormer++' in families else '') + '\n')
+        out.extend(FLOPS_HEADER)
+        out.extend(flops_rows(extra))
+        out.append('')
+
+
+# What the counter does for a family that a later sitting added, printed under its table.
+FLOPS_NOTES = {
+    'PolaFormer++': (
+        ' PolaFormer++ at 224 px: the stem\'s four 3 × 3 convolutions (strides 2, 1, 1, 2), per block the 3 × 3 '
+        'depthwise positional convolution, the 4C-wide qkvg/qkvo projection, the 5 × 5 depthwise `lepe` convolution '
+        'on v and the output projection, and the feed-forward network with its 3 × 3 depthwise convolution; the '
+        'stride-2 downsampling convolutions, the 1 × 1 projection to 2,048 (2,560 for b5) channels and the classifier '
+        'on the pooled vector. Attention matmuls: PaCS (`P`, stages 1–2) has the polarity layer\'s products over the '
+        'whole map — rotated keys (2d wide) against each half of v, both query streams against them and against the '
+        'mean key, 2·N·d·C + 2·N·d·C + 4·N·C — and softmax with RoPE (`V`, stages 3–4) has q·kᵀ and attn·v, 2·N²·C; '
+        'the exponentials and the rotary encoding are element-wise (not counted). The stages run through '
+        '`forward()`, where no hook fires, so their token counts come from `ForwardIntermediates`.'),
+}
 
 
 def memory_section(out):
