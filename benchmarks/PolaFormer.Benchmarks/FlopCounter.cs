@@ -70,7 +70,7 @@ internal static class FlopCounter
                 var g = Geometry(attentionPath, a);
                 return Leaf(path) == "kv" ? g.Keys : g.Queries;
             }
-            return TokensOf(path) ?? 1;   // outside every observed block: the classifier, on one pooled vector
+            return TokensOf(path) ?? 1;   // outside every recorded scope: the classifier, on one pooled vector
         }
 
         long ConvPositions(string path, Conv2d c)
