@@ -7,7 +7,7 @@ namespace PolaFormer.Benchmarks;
 
 /// <summary>One PVT-style attention layer (no spatial reduction) on a square grid, forward and forward+backward,
 /// 2 threads: polarity attention (fast and reference formulations) against softmax attention. For side-by-side
-/// runs against PyTorch use the <c>attention</c> command and eng/benchmarks/run-attention-sweep.sh.</summary>
+/// runs against PyTorch use the <c>attention</c> command and benchmarks/scripts/run-attention-sweep.sh.</summary>
 [MemoryDiagnoser(displayGenColumns: false)]
 public class AttentionBenchmarks
 {

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using PolaFormer.Benchmarks.Shared;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,17 +19,17 @@ internal static class AttentionCommand
         int threads = (int)args.Int("threads", 2);
         torch.set_num_threads(threads);
         manual_seed(0);
-        long baseline = Measurement.CurrentRss();
+        var memory = new MemoryProbe();   // resident memory before the layer or model is built
         using var workload = new AttentionWorkload(impl, tokens, dim, heads, batch, mode);
-        var result = Measurement.Time(workload.Step, TimingOptions.From(args, new TimingOptions()));
+        var result = Timing.Measure(workload.Step, TimingOptions.From(args, new TimingOptions()));
 
         var report = new
         {
             benchmark = "attention", impl, tokens, dim, heads, batch, mode, threads,
             median_ms = result.MedianMs, min_ms = result.MinMs, max_ms = result.MaxMs, iterations = result.Iterations,
             warmup_iterations = result.WarmupIterations,
-            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline, peak_extra_bytes = result.PeakRssBytes - baseline,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
+            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = memory.Baseline, peak_extra_bytes = result.PeakRssBytes - memory.Baseline,
+            torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, blas = RunInfo.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

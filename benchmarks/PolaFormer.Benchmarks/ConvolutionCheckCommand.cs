@@ -34,7 +34,7 @@ internal static class ConvolutionCheckCommand
                 benchmark = "conv-check", input_channels = width, output_channels = 32, kernel = 2, stride = 2,
                 onednn = oneDnn, max_abs_error = error, correct,
                 onednn_max_cpu_isa = Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA"),
-                torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, language = "csharp",
+                torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, language = "csharp",
             }, args.Flag("json"));
         }
         if (configured is bool state) TorchRuntime.SetOneDnnEnabled(state);

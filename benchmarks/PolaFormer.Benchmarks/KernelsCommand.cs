@@ -39,13 +39,13 @@ internal static class KernelsCommand
                 foreach (var mode in new[] { "fwd", "fwdbwd" })
                 {
                     var result = mode == "fwd"
-                        ? Measurement.Time(() => { using var scope = NewDisposeScope(); using var noGrad = no_grad(); conv(x, weight, bias); })
-                        : Measurement.Time(() => Step(conv));
+                        ? Timing.Measure(() => { using var scope = NewDisposeScope(); using var noGrad = no_grad(); conv(x, weight, bias); })
+                        : Timing.Measure(() => Step(conv));
                     Console.WriteLine(JsonSerializer.Serialize(new
                     {
                         benchmark = "kernel", kernel = name, round, tokens, channels, planes, threads, mode,
                         median_ms = result.MedianMs, min_ms = result.MinMs, iterations = result.Iterations,
-                    }, Measurement.Json));
+                    }, RunInfo.Json));
                 }
             }
         }

@@ -16,7 +16,7 @@ internal static class ListModelsCommand
                 name = info.Name, family = info.Family, parameters = info.Parameters,
                 input = $"{info.InputSize.Height}x{info.InputSize.Width}", attention = info.Attention, reported_top1 = info.ReportedTop1,
             };
-            Console.WriteLine(JsonSerializer.Serialize(line, Measurement.Json));
+            Console.WriteLine(JsonSerializer.Serialize(line, RunInfo.Json));
         }
         return 0;
     }

@@ -19,7 +19,7 @@ internal static class MatmulCommand
         var a = randn(size, size);
         var b = randn(size, size);
         var timing = TimingOptions.From(args, new TimingOptions(Warmup: 3, MinIterations: 30, MinSeconds: 0, MaxIterations: 30));
-        var result = Measurement.Time(() =>
+        var result = Timing.Measure(() =>
         {
             using var product = a.mm(b);
         }, timing);
@@ -31,7 +31,7 @@ internal static class MatmulCommand
             gmac_per_s = macs / (result.MedianMs / 1000) / 1e9,
             gflop_per_s = 2 * macs / (result.MedianMs / 1000) / 1e9,
             peak_rss_bytes = result.PeakRssBytes,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
+            torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, blas = RunInfo.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

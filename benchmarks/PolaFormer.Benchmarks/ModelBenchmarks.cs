@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace PolaFormer.Benchmarks;
 
 /// <summary>Whole-model inference at 224 × 224 (2 threads) for the tiny presets and their softmax counterparts.
-/// For images/s tables and training steps use the <c>model</c> command and eng/benchmarks/run-models.sh.</summary>
+/// For images/s tables and training steps use the <c>model</c> command and benchmarks/scripts/run-models.sh.</summary>
 [MemoryDiagnoser(displayGenColumns: false)]
 public class ModelBenchmarks
 {

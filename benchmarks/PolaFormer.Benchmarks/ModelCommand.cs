@@ -17,7 +17,7 @@ internal static class ModelCommand
 
         torch.set_num_threads(threads);
         manual_seed(0);
-        long baseline = Measurement.CurrentRss();
+        var memory = new MemoryProbe();   // resident memory before the layer or model is built
         using var model = ModelZoo.Create(name);
         long parameters = model.parameters().Sum(p => p.numel());
         var images = randn(batch, 3, size, size);
@@ -51,7 +51,7 @@ internal static class ModelCommand
         var defaults = mode == "train" || batch > 1
             ? new TimingOptions(Warmup: 2, MinIterations: 5, MinSeconds: 3)
             : new TimingOptions(Warmup: 3, MinIterations: 10, MinSeconds: 3);
-        var result = Measurement.Time(step, TimingOptions.From(args, defaults));
+        var result = Timing.Measure(step, TimingOptions.From(args, defaults));
         double imagesPerSecond = batch / (result.MedianMs / 1000);
         // FLOPs per image (multiply-accumulates of one forward, from the flops mode) turn images/s into achieved
         // throughput; a training step is counted as three forwards (forward + backward with respect to inputs
@@ -65,8 +65,8 @@ internal static class ModelCommand
             median_ms = result.MedianMs, min_ms = result.MinMs, max_ms = result.MaxMs, iterations = result.Iterations,
             warmup_iterations = result.WarmupIterations, images_per_s = imagesPerSecond,
             achieved_gmac_per_s = achievedGmacs, parameters,
-            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = baseline, peak_extra_bytes = result.PeakRssBytes - baseline,
-            torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, blas = Measurement.BlasLibraries(), language = "csharp",
+            peak_rss_bytes = result.PeakRssBytes, baseline_rss_bytes = memory.Baseline, peak_extra_bytes = result.PeakRssBytes - memory.Baseline,
+            torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, blas = RunInfo.BlasLibraries(), language = "csharp",
         };
         Report.Print(report, args.Flag("json"));
         return 0;

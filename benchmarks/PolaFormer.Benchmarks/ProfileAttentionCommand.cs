@@ -60,7 +60,7 @@ internal static class ProfileAttentionCommand
             foreach (var (component, run, inputs) in parts)
             {
                 Tensor? upstream = null;
-                var result = Measurement.Time(() =>
+                var result = Timing.Measure(() =>
                 {
                     using var scope = NewDisposeScope();
                     if (mode == "fwd")
@@ -78,7 +78,7 @@ internal static class ProfileAttentionCommand
                 {
                     benchmark = "profile-attention", component, mode, tokens, dim, heads, batch, threads,
                     median_ms = result.MedianMs, min_ms = result.MinMs, iterations = result.Iterations,
-                    torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, language = "csharp",
+                    torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, language = "csharp",
                 };
                 Report.Print(report, json);
             }

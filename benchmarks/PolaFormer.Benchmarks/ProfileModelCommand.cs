@@ -8,7 +8,8 @@ namespace PolaFormer.Benchmarks;
 
 /// <summary>
 /// <c>profile-model --name NAME --batch B --size S --mode infer|train --threads T --json</c>: where the time of a
-/// whole model goes. One forward records every block's input (through <see cref="Backbone.IntermediateObserver"/>);
+/// whole model goes. One forward records every block's input (forward pre-hooks on the blocks, which fire because the
+/// models call them with <c>call()</c>; PolaFormer++ runs its blocks through <c>forward()</c>, so it gets the model row only);
 /// then each block, and inside it norm1, attn, norm2, mlp (and mlp's fc1, act, fc2), is timed alone on an input of
 /// the shape it sees in the model (for window attention: the windows of that stage). Blocks of the same stage and
 /// kind are summed into one row per stage; "rest" rows are the model (or block) minus its timed parts: patch
@@ -30,22 +31,27 @@ internal static class ProfileModelCommand
         var images = randn(batch, 3, size, size);
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module);
 
-        // Block inputs: the output observed just before each block.
+        // Block inputs, in the order the blocks run: a forward pre-hook on every block (a module called with
+        // (tokens, height, width) that holds attn, norm1, norm2 and mlp).
         var inputs = new Dictionary<string, Tensor>();
-        Tensor? previous = null;
-        model.IntermediateObserver = (observed, value) =>
+        var hooks = new List<Action>();
+        foreach (var (path, module) in modules)
         {
-            if (previous is not null && IsBlock(observed)) inputs[observed] = previous.detach().clone().DetachFromDisposeScope();
-            previous = value.detach().clone().DetachFromDisposeScope();
-        };
+            if (module is not nn.Module<Tensor, long, long, Tensor> block || !IsBlock(modules, path)) continue;
+            hooks.Add(block.register_forward_pre_hook((_, x, _, _) =>
+            {
+                inputs[path] = x.detach().clone().DetachFromDisposeScope();
+                return null;
+            }).remove);
+        }
         using (no_grad()) model.forward(images);
-        model.IntermediateObserver = null;
+        foreach (var remove in hooks) remove();
 
         var rows = new List<(string Stage, string Component, double Ms)>();
         double Time(Func<Tensor, Tensor> f, Tensor input)
         {
             Tensor? upstream = null;
-            var result = Measurement.Time(() =>
+            var result = Timing.Measure(() =>
             {
                 using var scope = NewDisposeScope();
                 if (mode == "infer")
@@ -106,7 +112,7 @@ internal static class ProfileModelCommand
                 benchmark = "profile-model", name, batch, size, mode, threads,
                 stage = group.Key.Stage, component = group.Key.Component, blocks = group.Count(),
                 median_ms = ms, share = ms / whole,
-                torch_version = torch.__version__, runtime = Measurement.TorchSharpVersion, cpu_runtime = Measurement.CpuRuntime, kernel_threads = Measurement.KernelThreads, language = "csharp",
+                torch_version = torch.__version__, runtime = RunInfo.TorchSharpVersion, cpu_runtime = RunInfo.CpuRuntime, kernel_threads = RunInfo.KernelThreads, language = "csharp",
             };
             if (json) Report.Print(report, true);
             else Console.WriteLine($"{group.Key.Stage,-10} {group.Key.Component,-42} x{group.Count(),-3} {ms,9:F2} ms {100 * ms / whole,6:F1} %");
@@ -120,8 +126,9 @@ internal static class ProfileModelCommand
         }
     }
 
-    private static bool IsBlock(string name) =>
-        name.StartsWith("block", StringComparison.Ordinal) && name.Contains('.') || name.Contains(".blocks.", StringComparison.Ordinal);
+    private static bool IsBlock(Dictionary<string, nn.Module> modules, string path) =>
+        modules.GetValueOrDefault(path + ".attn") is TokenAttention && modules.ContainsKey(path + ".norm1") &&
+        modules.ContainsKey(path + ".norm2") && modules.ContainsKey(path + ".mlp");
 
     private static string Stage(string blockName) => blockName switch
     {

@@ -8,7 +8,7 @@ try
     // Before any tensor: the OpenMP wait policy is read when LibTorch loads. Every scripted mode accepts
     // --cpu-runtime tuned|passive|default (tuned = TorchRuntime.ConfigureCpu(), what the training program does; the
     // Python side applies the same settings) and reports it as cpu_runtime.
-    Measurement.CpuRuntime = Arguments.CpuRuntime(args) switch
+    RunInfo.CpuRuntime = Arguments.CpuRuntime(args) switch
     {
         "tuned" => TorchRuntime.ConfigureCpu(),
         "passive" => TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = OpenMpWaitPolicy.Passive }),

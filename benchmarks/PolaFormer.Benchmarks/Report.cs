@@ -8,7 +8,7 @@ internal static class Report
 {
     public static void Print(object report, bool json)
     {
-        var text = JsonSerializer.Serialize(report, Measurement.Json);
+        var text = JsonSerializer.Serialize(report, RunInfo.Json);
         if (json)
         {
             Console.WriteLine(text);

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace PolaFormer.Benchmarks.Shared;
 
-// Compiled into both benchmarks/PolaFormer.Benchmarks and eng/gpu/PolaFormer.GpuCheck (linked source), so the CPU and
+// Compiled into both benchmarks/PolaFormer.Benchmarks and benchmarks/PolaFormer.GpuCheck (linked source), so the CPU and
 // GPU attention benchmarks time exactly the same work.
 
 /// <summary>One attention layer of the benchmark (PVT style, no spatial reduction, q/k/v biases) on a side × side grid,

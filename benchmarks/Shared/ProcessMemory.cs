@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace PolaFormer.Benchmarks.Shared;
 
-// Compiled into both benchmarks/PolaFormer.Benchmarks and eng/gpu/PolaFormer.GpuCheck (linked source).
+// Compiled into both benchmarks/PolaFormer.Benchmarks and benchmarks/PolaFormer.GpuCheck (linked source).
 
 /// <summary>This process's resident memory, from /proc/self/status (Linux); -1 where that is unavailable.</summary>
 internal static class ProcessMemory

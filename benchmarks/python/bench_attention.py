@@ -61,8 +61,8 @@ if ARGS is not None:
     # Debian's PyTorch calls the system BLAS (libblas.so.3: OpenBLAS where installed), which reads its thread count
     # from the environment at load time, not from torch.set_num_threads: set it before torch is imported. Prefer
     # the OpenMP build of OpenBLAS (libopenblas0-openmp; LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp,
-    # as eng/benchmarks does): it shares PyTorch's OpenMP threads, where the pthread build's own threads spin beside
-    # them and oversubscribe the cores.
+    # as benchmarks/scripts/benchlib.py does): it shares PyTorch's OpenMP threads, where the pthread build's own
+    # threads spin beside them and oversubscribe the cores.
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
         os.environ[var] = str(ARGS.threads)
     CPU_RUNTIME = configure_cpu_runtime(ARGS.cpu_runtime)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of the GPU attention benchmark (eng/gpu): the official op sequence, timed and measured the way
+"""PyTorch side of the GPU attention benchmark (benchmarks/PolaFormer.GpuCheck): the official op sequence, timed and measured the way
 `polaformer-gpucheck bench-attention` measures the C# layers, on the same device, for a side-by-side ratio.
 
 --impls pola     models.pola_pvt.PolaLinearAttention (ZacharyMeng/PolaFormer), op for op, written out here from

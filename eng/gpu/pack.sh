@@ -3,10 +3,10 @@
 #
 #   bash eng/gpu/pack.sh [--trim]
 #
-# → .gpu/polaformer-gpucheck.tgz  a self-contained linux-x64 publish of eng/gpu/PolaFormer.GpuCheck (the .NET runtime,
+# → .gpu/polaformer-gpucheck.tgz  a self-contained linux-x64 publish of benchmarks/PolaFormer.GpuCheck (the .NET runtime,
 #                                  TorchSharp's managed code and libLibTorchSharp.so, NO LibTorch: the Python install's
 #                                  libraries are used there), the golden files, benchmarks/python/gpu_attention.py (+ official_layers.py),
-#                                  eng/gpu/summarize.py and eng/gpu/check-symbols.sh
+#                                  benchmarks/scripts/summarize.py and eng/gpu/check-symbols.sh (+ elf_symbols.py)
 #   .gpu/run-*.sh                  what the GPU machine runs: `bash .gpu/run-on-device.sh` (see docs/benchmarks-gpu.md)
 #
 # .gpu/ is ignored (.git/info/exclude); copy it to the GPU machine with the checkout. The script fails when the
@@ -24,7 +24,7 @@ rm -rf "$stage"
 mkdir -p "$stage/app/golden/f64" "$stage/tools" .gpu
 
 echo "pack: dotnet publish (self-contained linux-x64${trim:+, trimmed partially})"
-dotnet publish eng/gpu/PolaFormer.GpuCheck/PolaFormer.GpuCheck.csproj -c Release -r linux-x64 --self-contained \
+dotnet publish benchmarks/PolaFormer.GpuCheck/PolaFormer.GpuCheck.csproj -c Release -r linux-x64 --self-contained \
     -o "$stage/app" -p:GenerateDocumentationFile=false -nologo -v:quiet "${trim[@]}"
 
 # TorchSharp's native bridge; the publish normally copies it from the TorchSharp package already.
@@ -46,7 +46,7 @@ cp tests/PolaFormer.Tests/Golden/*.safetensors "$stage/app/golden/"
 # The bundled digits, where DigitsDataset.FindBundled looks next to the program (the trainer mode trains on them).
 mkdir -p "$stage/app/data" && cp samples/data/mnist-digits-10k.bin.gz "$stage/app/data/"
 cp tests/PolaFormer.Tests/Golden/f64/*.safetensors "$stage/app/golden/f64/"
-cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py benchmarks/python/gpu_models.py eng/gpu/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
+cp benchmarks/python/gpu_attention.py benchmarks/python/official_layers.py benchmarks/python/gpu_models.py benchmarks/scripts/summarize.py eng/gpu/check-symbols.sh eng/gpu/elf_symbols.py "$stage/tools/"
 # The authors' model files for gpu_models.py travel only when a local copy exists (.official/, not in the repository:
 # see benchmarks/python/official_models.md for how to export them from the authors' repository).
 official=${OFFICIAL_DIR:-.official}

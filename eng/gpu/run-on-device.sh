@@ -16,7 +16,7 @@
 # 5. writes run.log, attention.jsonl, models.jsonl, steps.jsonl, summary.md (and missing-symbols.txt on a mismatch) to $OUT.
 # Budget: the script ends itself within $DEADLINE seconds (default 470; a caller's own time limit should be a little
 # above it); each phase has its own limit, cut to what is left, so one hang does not eat the rest and the summary is
-# always written. Measured on an H100 (2026-11-27): 170 s on the machine (eng/gpu/results/2026-11-27-h100/).
+# always written. Measured on an H100 (2026-11-27): 170 s on the machine (benchmarks/results/2026-11-27-h100/).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mode=gpu

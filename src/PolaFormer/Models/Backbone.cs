@@ -152,13 +152,6 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
         return (first.device, first.dtype);
     }
 
-    /// <summary>
-    /// When set, called with (module name, output) for every block and stage-level submodule during the forward
-    /// pass — the names the golden reference files use for <c>inter.*</c> tensors. For locating numerical
-    /// differences; leave null otherwise.
-    /// </summary>
-    public Action<string, Tensor>? IntermediateObserver { get; set; }
-
     /// <summary>Swaps a registered submodule for another under the same name (used by <see cref="ResetClassifier"/>).</summary>
     protected void ReplaceSubmodule(string name, nn.Module replacement)
     {
@@ -166,7 +159,4 @@ public abstract class Backbone : nn.Module<Tensor, Tensor>
         register_module(name, null!);
         register_module(name, replacement);
     }
-
-    /// <summary>Reports an intermediate to <see cref="IntermediateObserver"/>.</summary>
-    protected void Observe(string name, Tensor value) => IntermediateObserver?.Invoke(name, value);
 }

@@ -277,11 +277,9 @@ public sealed class PolaPlusPlus : Backbone
         Check.Images(images, InChannels, nameof(images));
         Check.MatchesParameters(images, patch_embed.parameters().First(), nameof(images));
         var x = patch_embed.forward(images);
-        Observe("patch_embed", x);
         for (int i = 0; i < PolaPlusPlusOptions.StageCount; i++)
         {
             x = layers[i].forward(x);
-            Observe($"layers.{i}", x);
             if (wanted?.Contains(i) == true) maps!.Add(x);
             if (i == stopUntil && i < PolaPlusPlusOptions.StageCount - 1) return null;
         }

@@ -397,13 +397,10 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         for (int i = 0; i < StageCount; i++)
         {
             var (tokens, height, width) = PatchEmbedAt(i).Embed(x);
-            Observe($"patch_embed{i + 1}", tokens);
             tokens = PosDropAt(i).call(tokens + PositionEmbedding(i, height, width));
-            int j = 0;
             foreach (var block in BlocksAt(i))
             {
                 tokens = block.call(tokens, height, width);
-                Observe($"block{i + 1}.{j++}", tokens);
             }
             bool last = i == StageCount - 1;
             Tensor? map = null;

@@ -376,7 +376,6 @@ public sealed class PolaSwinTransformer : Backbone
     private Tensor? RunStages(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         var (x, height, width) = patch_embed.Embed(images);
-        Observe("patch_embed", x);
         if (absolute_pos_embed is not null) x = x + _positionResizer!.Resize(absolute_pos_embed, height, width);
         x = pos_drop.call(x);
 
@@ -386,17 +385,14 @@ public sealed class PolaSwinTransformer : Backbone
             for (int j = 0; j < stage.Blocks.Count; j++)
             {
                 x = stage.Blocks[j].call(x, height, width);
-                if (IntermediateObserver is not null) Observe($"layers.{i}.blocks.{j}", x);
             }
             if (stage.Downsample is null) break;
             if (wanted?.Contains(i) == true) maps!.Add(ToMap(x, height, width));
             if (i == stopUntil) return null;
             x = stage.Downsample.call(x, height, width);
             (height, width) = (height / 2, width / 2);
-            if (IntermediateObserver is not null) Observe($"layers.{i}.downsample", x);
         }
         var normalised = this.norm.call(x);
-        Observe("norm", normalised);
         if (wanted?.Contains(layers.Count - 1) == true) maps!.Add(ToMap(norm ? normalised : x, height, width));
         return normalised;
     }

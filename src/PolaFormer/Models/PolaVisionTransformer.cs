@@ -261,7 +261,6 @@ public sealed class PolaVisionTransformer : Backbone
         for (int i = 0; i < blocks.Count; i++)
         {
             x = blocks[i].call(x, h, w);
-            Observe($"blocks.{i}", x);
             if (wanted?.Contains(i) == true)
             {
                 var tokens = (norm ? this.norm.call(x) : x)[.., (int)_prefix..];

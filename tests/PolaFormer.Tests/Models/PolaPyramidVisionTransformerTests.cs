@@ -127,21 +127,21 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         IReadOnlyDictionary<string, Tensor> expected, double tolerance, string what)
     {
         var captured = new Dictionary<string, Tensor>();
-        model.IntermediateObserver = (name, t) =>
+        var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToList();
+        var capture = IntermediateCapture.Attach(model, expectedInter.Select(k => k["inter.".Length..]), (name, t) =>
         {
             captured.Should().NotContainKey("inter." + name, "every module reports once per forward");
             captured["inter." + name] = t.detach().clone().DetachFromDisposeScope();
-        };
+        });
         try
         {
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();
             var tokens = model.ForwardFeatures(x);
-            model.IntermediateObserver = null;
+            capture.Dispose();
             var y = model.ForwardHead(tokens);
             var features = model.ForwardHead(tokens, preLogits: true);   // the golden output.features are pooled
-            var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToList();
-            captured.Keys.Should().BeEquivalentTo(expectedInter, "the observer reports exactly the golden intermediates");
+            captured.Keys.Should().BeEquivalentTo(expectedInter, "the forward hooks report exactly the golden intermediates");
 
             y.ShouldBeClose(expected["output.y"], tolerance, $"{what} output.y");
             features.ShouldBeClose(expected["output.features"], tolerance, $"{what} output.features");
@@ -158,7 +158,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         }
         finally
         {
-            model.IntermediateObserver = null;
+            capture.Dispose();
             foreach (var t in captured.Values) t.Dispose();
         }
     }
@@ -247,7 +247,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
         using var model = new PolaPyramidVisionTransformer(PolaPvtOptions.Presets["pola_pvt_tiny"]);
         model.eval();
         var shapes = new Dictionary<string, long[]>();
-        model.IntermediateObserver = (name, t) => shapes[name] = t.shape;
+        using var capture = IntermediateCapture.Attach(model, ["patch_embed1", "block2.1", "block3.1", "block4.1"], (name, t) => shapes[name] = t.shape);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var y = model.forward(randn(1, 3, 256, 320));

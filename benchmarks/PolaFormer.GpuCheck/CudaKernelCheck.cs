@@ -1,7 +1,6 @@
 using System.Globalization;
 using PolaFormer.Attention;
 using PolaFormer.Attention.Kernels.Cuda;
-using PolaFormer.Benchmarks.Shared;
 using PolaFormer.Checkpoints;
 using PolaFormer.Golden;
 using TorchSharp;
@@ -363,11 +362,12 @@ internal static class CudaKernelCheck
                 {
                     using var workload = new AttentionWorkload("pola", n, dim, heads, batch, "fwdbwd", ctx.Device);
                     long launches = Launched(workload.Step);
-                    var result = Timing.Measure(ctx, workload.Step);
+                    var result = GpuTiming.Measure(ctx, workload.Step);
                     report["median_ms"] = result.MedianMs;
                     report["min_ms"] = result.MinMs;
                     report["max_ms"] = result.MaxMs;
                     report["iterations"] = result.Iterations;
+                    report["warmup_iterations"] = result.WarmupIterations;
                     report["kernel_launches_per_step"] = launches;
                     report["oom"] = false;
                 }

@@ -88,9 +88,9 @@ internal static class Program
         Console.WriteLine($"# polaformer-gpucheck {ctx.Args.Mode} on {ctx.DeviceName}{(ctx.Quick ? " (quick sizes)" : "")}; {RuntimeDescription}; {RuntimeInformation.OSDescription}");
         if (ctx.IsCuda)
         {
-            var (used, total) = Memory.GpuUsed();
+            var (used, total) = DeviceMemory.GpuUsed();
             Console.WriteLine($"# cuda: available={torch.cuda.is_available()}, cudnn={torch.cuda.is_cudnn_available()}, devices={torch.cuda.device_count()}, " +
-                              $"memory used/total after init {used / 1048576.0:0} / {total / 1048576.0:0} MiB ({Memory.LibraryUsed}), TF32 default {ctx.Tf32State()}");
+                              $"memory used/total after init {used / 1048576.0:0} / {total / 1048576.0:0} MiB ({DeviceMemory.LibraryUsed}), TF32 default {ctx.Tf32State()}");
         }
         else
         {

@@ -115,11 +115,12 @@ internal static class Conformance
         double tolerance = float64 ? ModelFloat64 : ModelFloat32;
 
         var captured = new Dictionary<string, double>();
-        model.IntermediateObserver = (name, t) =>
+        var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToHashSet();
+        // Forward hooks on the modules the golden file names (the models call their blocks with call()).
+        var capture = IntermediateCapture.Attach(model, expectedInter.Select(k => k["inter.".Length..]), (name, t) =>
         {
-            if (!expected.TryGetValue("inter." + name, out var e)) throw new InvalidOperationException($"inter.{name} is not in the golden file");
-            if (!captured.TryAdd("inter." + name, ScaledError.Of(t, e))) throw new InvalidOperationException($"inter.{name} reported twice");
-        };
+            if (!captured.TryAdd("inter." + name, ScaledError.Of(t, expected["inter." + name]))) throw new InvalidOperationException($"inter.{name} reported twice");
+        });
         try
         {
             using var noGrad = no_grad();
@@ -127,10 +128,9 @@ internal static class Conformance
             var x = c["input.x"].to(ctx.Device);
             if (float64) x = x.to(ScalarType.Float64);
             var tokens = model.ForwardFeatures(x);
-            model.IntermediateObserver = null;
+            capture.Dispose();
             var y = model.ForwardHead(tokens);
             var features = model.ForwardHead(tokens, preLogits: true);   // the golden output.features are pooled
-            var expectedInter = expected.Keys.Where(k => k.StartsWith("inter.", StringComparison.Ordinal)).ToHashSet();
             if (!expectedInter.SetEquals(captured.Keys))
                 throw new InvalidOperationException($"observed intermediates [{string.Join(",", captured.Keys.Order())}] differ from the golden [{string.Join(",", expectedInter.Order())}]");
             double yError = ScaledError.Of(y, expected["output.y"]);
@@ -143,7 +143,7 @@ internal static class Conformance
         }
         finally
         {
-            model.IntermediateObserver = null;
+            capture.Dispose();
         }
     }
 }

@@ -8,7 +8,8 @@ protects the shared machine. An attempt fits when the process completes and its 
 every activation) is at most 8 GiB; it does not when the peak exceeds 8 GiB or LibTorch cannot allocate under the
 cap; the driver also kills an attempt the moment its resident memory passes 8 GiB (polled every 20 ms), so
 attempts that cannot fit fail fast. The side doubles from 224 until an attempt does not fit, then bisects between the last fit and the first
-failure in steps of 32 (the models need multiples of 32). Writes eng/benchmarks/results/memory.jsonl."""
+failure in steps of 32 (the models need multiples of 32). Writes memory.jsonl to this sitting's
+benchmarks/results/<date>-<machine>/ (benchlib.RESULTS)."""
 import argparse
 
 import benchlib as b

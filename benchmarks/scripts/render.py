@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Renders docs/benchmarks.md and docs/attention-scaling.png from eng/benchmarks/results/*.jsonl (written by
-attention_sweep.py, models.py and memory.py). Sections whose results are missing say how to produce them."""
+"""Renders docs/benchmarks.md and docs/attention-scaling.png from one CPU results folder, benchmarks/results/<date>-<machine>/
+(written by attention_sweep.py, models.py and memory.py): the one $POLA_BENCH_RESULTS names, else the newest with a
+machine.json. Sections whose results are missing say how to produce them."""
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 
@@ -65,7 +67,7 @@ def slope(points):
 def attention_section(out, figures):
     rows = b.read_jsonl('attention.jsonl')
     if not rows:
-        out.append('_No attention results yet: run `bash eng/benchmarks/run-attention-sweep.sh`._\n')
+        out.append('_No attention results yet: run `bash benchmarks/scripts/run-attention-sweep.sh`._\n')
         return {}
     ok = defaultdict(list)
     failed = defaultdict(list)
@@ -318,7 +320,7 @@ def models_section(out):
                    f"**{ceiling['gflop_per_s']:.1f} GFLOP/s** = {ceiling['gmac_per_s']:.1f} GMAC/s "
                    f"({ceiling['median_ms']:.1f} ms per product, {ceiling['threads']} threads).\n")
     if not rows:
-        out.append('_No model results yet: run `bash eng/benchmarks/run-models.sh`._\n')
+        out.append('_No model results yet: run `bash benchmarks/scripts/run-models.sh`._\n')
         return
     grouped = defaultdict(list)
     for r in rows:
@@ -382,23 +384,77 @@ def models_section(out):
         out.append('')
 
 
+FLOPS_HEADER = ['| model | family | attention | input | parameters | GFLOPs (GMACs) | linears | convolutions | attention matmuls |',
+                '| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |']
+
+
+def flops_rows(flops):
+    return [f"| `{f['name']}` | {f['family']} | {f['attention']} | {f['size']}² | {f['parameters']:,} | "
+            f"**{f['gmacs']:.2f}** | {f['linear_gmacs']:.2f} | {f['conv_gmacs']:.3f} | {f['attention_gmacs']:.3f} |"
+            for f in sorted(flops, key=lambda f: (f['family'], f['name']))]
+
+
+def later_flops(shown):
+    """The newest other results folder whose flops.jsonl counts models this sitting did not (presets added since):
+    (folder, its rows, the rows of the new models), or None."""
+    for folder in sorted(b.RESULTS_ROOT.iterdir(), reverse=True):
+        path = folder / 'flops.jsonl'
+        if folder == b.RESULTS or not path.exists():
+            continue
+        rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        extra = [r for r in rows if r['name'] not in shown]
+        if extra:
+            return folder, rows, extra
+    return None
+
+
 def flops_section(out):
     flops = b.read_jsonl('flops.jsonl')
     if not flops:
-        out.append('_No FLOP counts yet: run `bash eng/benchmarks/run-models.sh` (or the `flops` command)._\n')
+        out.append('_No FLOP counts yet: run `bash benchmarks/scripts/run-models.sh` (or the `flops` command)._\n')
         return
-    out.append('| model | family | attention | input | parameters | GFLOPs (GMACs) | linears | convolutions | attention matmuls |')
-    out.append('| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
-    for f in sorted(flops, key=lambda f: (f['family'], f['name'])):
-        out.append(f"| `{f['name']}` | {f['family']} | {f['attention']} | {f['size']}² | {f['parameters']:,} | "
-                   f"**{f['gmacs']:.2f}** | {f['linear_gmacs']:.2f} | {f['conv_gmacs']:.3f} | {f['attention_gmacs']:.3f} |")
+    out.extend(FLOPS_HEADER)
+    out.extend(flops_rows(flops))
     out.append('')
+    shown = {f['name']: f for f in flops}
+    later = later_flops(shown)
+    if later:
+        folder, rows, extra = later
+        same = [r['name'] for r in rows if r['name'] in shown and r['macs'] == shown[r['name']]['macs']]
+        differ = [r['name'] for r in rows if r['name'] in shown and r['macs'] != shown[r['name']]['macs']]
+        m = json.loads((folder / 'machine.json').read_text()) if (folder / 'machine.json').exists() else {}
+        when = (m.get('date') or folder.name)[:10]
+        families = ', '.join(sorted({r['family'] for r in extra}))
+        out.append(f'Models added after this sitting ({families}), counted on {when} by the same command, '
+                   '`dotnet run -c Release --project benchmarks/PolaFormer.Benchmarks -- flops --json` '
+                   f'(`{folder.relative_to(b.ROOT)}/flops.jsonl`; '
+                   + (f'the {len(same)} models of the table above count exactly the same there' if not differ else
+                      f'{len(same)} models of the table above count the same there, {", ".join(differ)} differently')
+                   + ').' + (FLOPS_NOTES['PolaFormer++'] if 'PolaFormer++' in families else '') + '\n')
+        out.extend(FLOPS_HEADER)
+        out.extend(flops_rows(extra))
+        out.append('')
+
+
+# What the counter does for a family that a later sitting added, printed under its table.
+FLOPS_NOTES = {
+    'PolaFormer++': (
+        ' PolaFormer++ at 224 px: the stem\'s four 3 × 3 convolutions (strides 2, 1, 1, 2), per block the 3 × 3 '
+        'depthwise positional convolution, the 4C-wide qkvg/qkvo projection, the 5 × 5 depthwise `lepe` convolution '
+        'on v and the output projection, and the feed-forward network with its 3 × 3 depthwise convolution; the '
+        'stride-2 downsampling convolutions, the 1 × 1 projection to 2,048 (2,560 for b5) channels and the classifier '
+        'on the pooled vector. Attention matmuls: PaCS (`P`, stages 1–2) has the polarity layer\'s products over the '
+        'whole map — rotated keys (2d wide) against each half of v, both query streams against them and against the '
+        'mean key, 2·N·d·C + 2·N·d·C + 4·N·C — and softmax with RoPE (`V`, stages 3–4) has q·kᵀ and attn·v, 2·N²·C; '
+        'the exponentials and the rotary encoding are element-wise (not counted). The stages run through '
+        '`forward()`, where no hook fires, so their token counts come from `ForwardIntermediates`.'),
+}
 
 
 def memory_section(out):
     rows = b.read_jsonl('memory.jsonl')
     if not rows:
-        out.append('_No memory results yet: run `bash eng/benchmarks/run-memory.sh`._\n')
+        out.append('_No memory results yet: run `bash benchmarks/scripts/run-memory.sh`._\n')
         return
     peaks = [r for r in rows if r.get('phase') == 'peak']
     limits = {r['name']: r for r in rows if r.get('benchmark') == 'memory-limit'}
@@ -442,15 +498,15 @@ def memory_section(out):
 
 
 def runtime_ab_section(out):
-    """The focused re-measurement of this release (eng/benchmarks/run-runtime-ab.sh)."""
-    folder = b.RESULTS / '2026-11-27-runtime-ab'
+    """The focused re-measurement of this release (benchmarks/scripts/run-runtime-ab.sh)."""
+    folder = b.RESULTS / 'runtime-ab'
     rows = [json.loads(l) for l in (folder / 'attention.jsonl').read_text().splitlines() if l.strip()] \
         if (folder / 'attention.jsonl').exists() else []
     models = [json.loads(l) for l in (folder / 'models.jsonl').read_text().splitlines() if l.strip()] \
         if (folder / 'models.jsonl').exists() else []
     if not rows:
         return
-    out.append('### The CPU-runtime A/B of 2026-11-27 (`bash eng/benchmarks/run-runtime-ab.sh`)\n')
+    out.append('### The CPU-runtime A/B of 2026-11-27 (`bash benchmarks/scripts/run-runtime-ab.sh`)\n')
     out.append('A shorter run, made before the benchmark tool was built without tiered '
                'compilation (see above: its small-N figures time the JIT\'s warm-up, ours 0.70–0.91× PyTorch at 196 '
                'and 784 tokens where sections 1 and 2 measure 1.8–2×), kept as the record of that finding: the polarity layer (forward + backward, dim 64, 2 heads, batch '
@@ -494,23 +550,25 @@ def runtime_ab_section(out):
 
 
 def main():
+    if not os.environ.get('POLA_BENCH_RESULTS'):
+        b.RESULTS = b.latest_cpu_results()
     m = json.loads((b.RESULTS / 'machine.json').read_text()) if (b.RESULTS / 'machine.json').exists() else {}
     attention_rows = b.read_jsonl('attention.jsonl')
     ts = next((r.get('torch_version') for r in attention_rows if r.get('language') == 'csharp' and not r.get('failed')), '')
     out = []
     out.append('# Benchmarks\n')
-    out.append('Everything here is produced by scripts in `eng/benchmarks/` and can be rerun on any machine; the '
-               'numbers below are one run on the machine described next. **The machine is a small VM on a shared host: '
+    out.append('Everything here is produced by scripts in `benchmarks/scripts/` and can be rerun on any machine; the '
+               f'numbers below are one run on the machine described next (`{b.RESULTS.relative_to(b.ROOT)}/`). **The machine is a small VM on a shared host: '
                'its speed drifts from hour to hour and single runs are noisy**, so every '
                'configuration runs in a fresh process, the series alternate (A B C … A B C …, two rounds; three for the '
                'whole models) so each side sees the same conditions, and the tables give medians (per process: the '
                'median of its timed iterations after warm-up; per configuration: the median of its processes).\n')
     out.append('```bash')
-    out.append('bash eng/benchmarks/run-all.sh               # everything below (about 35 minutes on an idle 2-core machine; a busy one costs waits and repeats)')
-    out.append('bash eng/benchmarks/run-attention-sweep.sh   # attention scaling, ours vs PyTorch (sections 1)')
-    out.append('bash eng/benchmarks/run-models.sh            # matmul ceiling, FLOPs, whole models (sections 2, 3)')
-    out.append('bash eng/benchmarks/run-memory.sh            # memory at high resolution (section 4)')
-    out.append('python3 eng/benchmarks/render.py             # this page and the plot, from eng/benchmarks/results/')
+    out.append('bash benchmarks/scripts/run-all.sh              # everything below (about 35 minutes on an idle 2-core machine; a busy one costs waits and repeats)')
+    out.append('bash benchmarks/scripts/run-attention-sweep.sh  # attention scaling, ours vs PyTorch (sections 1)')
+    out.append('bash benchmarks/scripts/run-models.sh           # matmul ceiling, FLOPs, whole models (sections 2, 3)')
+    out.append('bash benchmarks/scripts/run-memory.sh           # memory at high resolution (section 4)')
+    out.append('python3 benchmarks/scripts/render.py            # this page and the plot, from the newest benchmarks/results/<date>-<machine>/')
     out.append('```\n')
     out.append('Single measurements:\n')
     out.append('```bash')
@@ -613,9 +671,10 @@ def main():
                'tokens); polarity Kᵀv and Q(Kᵀv) for both streams (2·n·d·C + 2·N·d·C, d = head dim) plus the two '
                'normalisers Q·mean(K) (4·N·C). **Not counted**: element-wise work (powers, ReLU, softmax '
                'exponentials, LayerNorm, GELU, additions, the gating product, the key mean, interpolation). '
-               'Token counts come from a real batch-1 forward: the model reports every block\'s output through '
-               '`IntermediateObserver`, and each module is counted at the token count of the block that contains it '
-               '(TorchSharp forward hooks only run through `call()`, which the models do not use).\n')
+               'Token counts come from a real batch-1 forward: TorchSharp forward hooks (`register_forward_hook`, '
+               'which fire because the models call their blocks with `call()`) record the token count of every block, '
+               'patch merging and patch embedding, and each module is counted at the token count of the block that '
+               'contains it.\n')
     fl = {f['name']: f for f in b.read_jsonl('flops.jsonl')}
     if all(k in fl for k in ('swin_tiny_softmax', 'pvt_tiny_softmax', 'pola_swin_tiny', 'pola_pvt_tiny')):
         g = lambda k: fl[k]['gmacs']
@@ -644,7 +703,7 @@ def main():
                'in steps of 32.\n')
     memory_section(out)
 
-    log = b.ROOT / 'eng' / 'benchmarks' / 'optimisation-log.md'
+    log = b.ROOT / 'benchmarks' / 'optimisation-log.md'
     if log.exists():
         out.append(log.read_text().rstrip() + '\n')
     runtime_ab_section(out)

@@ -2,7 +2,9 @@
 # Copies what a device run wrote to $OUT (run.log, summary.md, *.jsonl) into the repository, with the machine's own
 # folders replaced by names, so no absolute path of either machine is committed:
 #
-#   bash eng/gpu/collect-results.sh /path/to/device/files 2026-11-27-h100   # → eng/gpu/results/2026-11-27-h100/
+#   bash benchmarks/scripts/collect-results.sh /path/to/device/files 2026-11-27-h100   # → benchmarks/results/2026-11-27-h100/
+#
+# NAME is <date>-<card> (the CPU sittings beside them are <date>-<machine>).
 #
 #   $WORK            the folder run-on-device.sh unpacked the check program into (default ${TMPDIR:-/tmp}/polaformer-gpucheck)
 #   $SITE_PACKAGES   the GPU machine's Python site-packages (its torch/lib is the LibTorch the program ran on)
@@ -10,7 +12,7 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 FROM_DIR NAME" >&2; exit 2; }
 from=$1
-dest="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results/$2"
+dest="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/results/$2"
 mkdir -p "$dest"
 for f in "$from"/*; do
     [ -f "$f" ] || continue

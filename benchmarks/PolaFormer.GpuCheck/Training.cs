@@ -213,10 +213,10 @@ internal static class StepBreakdown
                             ctx.Synchronize();
                             whole.Add(clock.Elapsed.TotalMilliseconds);
                         }
-                        foreach (var (name, times) in phaseTimes) report[name + "_ms"] = Median(times);
-                        report["host_ms"] = Median(host);
-                        report["step_ms"] = Median(whole);
-                        report["images_per_s"] = batch * 1000.0 / Median(whole);
+                        foreach (var (name, times) in phaseTimes) report[name + "_ms"] = Timing.Median(times);
+                        report["host_ms"] = Timing.Median(host);
+                        report["step_ms"] = Timing.Median(whole);
+                        report["images_per_s"] = batch * 1000.0 / Timing.Median(whole);
                         report["iterations"] = iterations;
                         report["oom"] = false;
                     }
@@ -229,12 +229,6 @@ internal static class StepBreakdown
                     Json.WriteLine(report);
                 }
         return 0;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 }
 

@@ -2,12 +2,14 @@
 # The focused re-measurement behind docs/benchmarks.md's CPU-runtime A/B tables (about 15 minutes on an idle 2-core machine):
 # polarity attention forward + backward, ours against the official op sequence in PyTorch, both under the same
 # native CPU runtime settings (tuned = glibc malloc keeps freed memory; default = untouched), and the four models at
-# batch 8. Fresh process per measurement, the sides alternating, two rounds. Results: results/2026-11-27-runtime-ab/*.jsonl (rename the folder for a new date).
+# batch 8. Fresh process per measurement, the sides alternating, two rounds. Results: runtime-ab/*.jsonl in this
+# sitting's benchmarks/results/<date>-<machine>/ (POLA_BENCH_RESULTS names another; 2026-11-27-epyc-2core holds the
+# run docs/benchmarks.md quotes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash eng/prerequisites.sh >/dev/null
 dotnet build benchmarks/PolaFormer.Benchmarks -c Release --nologo -v q >/dev/null
-out=eng/benchmarks/results/${RESULTS_NAME:-$(date -u +%Y-%m-%d)-runtime-ab}
+out=benchmarks/results/${POLA_BENCH_RESULTS:-$(basename "$(python3 benchmarks/scripts/benchlib.py)")}/runtime-ab
 mkdir -p "$out"
 : >"$out/attention.jsonl"
 : >"$out/models.jsonl"

@@ -2,7 +2,8 @@
 """Whole-model throughput: the float32 matmul ceiling (2048^3 through TorchSharp), FLOPs (MACs) of every model,
 then images/s of Pola-PVT-T, Pola-Swin-T and their softmax counterparts at 224^2: inference at batch 1 and 8 and a
 training step at batch 8, each measurement in a fresh process, the models interleaved, two rounds.
-Writes eng/benchmarks/results/{matmul,flops,models}.jsonl. See eng/benchmarks/run-models.sh."""
+Writes {matmul,flops,models}.jsonl to this sitting's benchmarks/results/<date>-<machine>/ (benchlib.RESULTS).
+See benchmarks/scripts/run-models.sh."""
 import argparse
 import json
 import os

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Reflection;
 using PolaFormer.Attention;
-using PolaFormer.Benchmarks.Shared;
 using PolaFormer.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,7 +8,7 @@ using static TorchSharp.torch;
 namespace PolaFormer.GpuCheck;
 
 /// <summary>Runs each benchmark configuration in a fresh process of this program (the memory figures need it; see
-/// <see cref="Memory"/>), forwarding its output.</summary>
+/// <see cref="DeviceMemory"/>), forwarding its output.</summary>
 internal static class Isolation
 {
     public static bool Wanted(Context ctx) => !ctx.Args.Flag("single") && (ctx.IsCuda ? !ctx.Args.Flag("no-isolate") : ctx.Args.Flag("isolate"));
@@ -77,15 +76,16 @@ internal static class AttentionBenchmark
     {
         ctx.SetTf32(tf32);
         manual_seed(0);
-        var probe = new MemoryProbe(ctx);
+        var probe = GpuTiming.Probe(ctx);
         try
         {
             using var workload = new AttentionWorkload(impl, tokens, dim, heads, batch, mode, ctx.Device);
-            var result = Timing.Measure(ctx, workload.Step);
+            var result = GpuTiming.Measure(ctx, workload.Step);
             report["median_ms"] = result.MedianMs;
             report["min_ms"] = result.MinMs;
             report["max_ms"] = result.MaxMs;
             report["iterations"] = result.Iterations;
+            report["warmup_iterations"] = result.WarmupIterations;
             report["oom"] = false;
         }
         catch (Exception e) when (Isolation.IsOutOfMemory(e))
@@ -151,7 +151,7 @@ internal static class ModelBenchmark
         report["dtype"] = dtype == ScalarType.Float32 ? "float32" : "bfloat16";
         report["tf32"] = ctx.Tf32State();
         manual_seed(0);
-        var probe = new MemoryProbe(ctx);
+        var probe = GpuTiming.Probe(ctx);
         (long, long)? buildSize = size == 224 ? null : (size, size);
         try
         {
@@ -162,7 +162,7 @@ internal static class ModelBenchmark
                 if (dtype != ScalarType.Float32) model.to(dtype);
                 model.eval();
                 using var x = randn(batch, 3, size, size, device: ctx.Device).to(dtype);
-                result = Timing.Measure(ctx, () =>
+                result = GpuTiming.Measure(ctx, () =>
                 {
                     using var scope = NewDisposeScope();
                     using var noGrad = no_grad();
@@ -175,13 +175,14 @@ internal static class ModelBenchmark
                 using var step = new TrainingStep(name, 1000, dropPathRate: null, buildSize, ctx.Device, dtype, lr: 1e-4, state);
                 using var x = randn(batch, 3, size, size, device: ctx.Device);
                 using var labels = randint(0, 1000, batch, device: ctx.Device);
-                result = Timing.Measure(ctx, () => step.Step(x, labels, readLoss: false), warmup: 3, minIterations: 10, minSeconds: 1, maxSeconds: 30);
+                result = GpuTiming.Measure(ctx, () => step.Step(x, labels, readLoss: false), warmup: 3, minIterations: 10, minSeconds: 1, maxSeconds: 30);
             }
             else throw new ArgumentException($"--phases has '{phase}'; expected inference or training.");
             report["median_ms"] = result.MedianMs;
             report["min_ms"] = result.MinMs;
             report["max_ms"] = result.MaxMs;
             report["iterations"] = result.Iterations;
+            report["warmup_iterations"] = result.WarmupIterations;
             report["images_per_s"] = batch * 1000.0 / result.MedianMs;
             report["oom"] = false;
         }

@@ -19,3 +19,8 @@ if "$PY" -c 'import torch, re, sys; sys.exit(0 if "BLAS_INFO=generic" in torch._
   echo "[bench] warning: this PyTorch calls the reference BLAS (libblas3); install libopenblas0-openmp for a fair comparison" >&2
 fi
 export PY
+# One results folder for the whole sitting, benchmarks/results/<date>-<machine>/ (benchlib.py names it; set
+# POLA_BENCH_RESULTS to a folder name to add to or redo an earlier one, e.g. POLA_BENCH_RESULTS=2026-11-27-epyc-2core).
+POLA_BENCH_RESULTS=$(basename "$("$PY" "$(dirname "${BASH_SOURCE[0]}")/benchlib.py")")
+export POLA_BENCH_RESULTS
+echo "[bench] results: benchmarks/results/$POLA_BENCH_RESULTS/" >&2

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Attention scaling sweep: ours (C#, TorchSharp) against the official op sequence in PyTorch, each configuration in
 a fresh process, the series interleaved (A B C D E, A B C D E) so both sides see the same machine state.
-Writes eng/benchmarks/results/attention.jsonl, profile.jsonl and machine.json; render.py turns them into
-docs/benchmarks.md. See eng/benchmarks/run-attention-sweep.sh."""
+Writes attention.jsonl, profile.jsonl and machine.json to this sitting's benchmarks/results/<date>-<machine>/
+(benchlib.RESULTS); render.py turns them into docs/benchmarks.md. See benchmarks/scripts/run-attention-sweep.sh."""
 import argparse
 import json
 

@@ -2,7 +2,7 @@
 """Markdown tables from the JSON lines of polaformer-gpucheck (bench-attention, bench-models) and
 benchmarks/python/gpu_attention.py, with the C#/PyTorch ratios. Standard library only.
 
-    python3 eng/gpu/summarize.py attention.jsonl models.jsonl > summary.md
+    python3 benchmarks/scripts/summarize.py attention.jsonl models.jsonl > summary.md
 """
 import json
 import sys

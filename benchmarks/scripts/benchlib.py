@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark drivers (eng/benchmarks/*.py): building, running one measurement per fresh
+"""Shared helpers of the benchmark drivers (benchmarks/scripts/*.py): building, running one measurement per fresh
 process under a memory cap, machine facts, result files. Python 3.9+, standard library only."""
 import datetime
 import json
@@ -13,11 +13,43 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / 'eng' / 'benchmarks' / 'results'
+RESULTS_ROOT = ROOT / 'benchmarks' / 'results'
 PROJECT = ROOT / 'benchmarks' / 'PolaFormer.Benchmarks'
 DLL = PROJECT / 'bin' / 'Release' / 'net10.0' / 'PolaFormer.Benchmarks.dll'
 PY_BENCH = ROOT / 'benchmarks' / 'python' / 'bench_attention.py'
 GIB = 1 << 30
+
+
+def machine_tag():
+    """A short name of this machine for result folders: $POLA_BENCH_MACHINE, else the CPU's family and core count
+    ("AMD EPYC 7B13", 2 cores -> "epyc-2core")."""
+    tag = os.environ.get('POLA_BENCH_MACHINE')
+    if tag:
+        return tag
+    model = ''
+    try:
+        model = next((l.split(':', 1)[1] for l in Path('/proc/cpuinfo').read_text().splitlines()
+                      if l.startswith('model name')), '')
+    except OSError:
+        pass
+    noise = {'amd', 'intel', 'intel(r)', 'core(tm)', 'processor', 'cpu', '(r)', '(tm)'}
+    words = [w for w in re.split(r'[\s@]+', model.lower()) if w and w not in noise]
+    family = re.sub(r'[^a-z0-9]+', '', words[0]) if words else platform.machine()
+    return f'{family or "cpu"}-{os.cpu_count() or 1}core'
+
+
+# Every result of one sitting goes to benchmarks/results/<date>-<machine>/ (the GPU runs sit beside them as
+# <date>-<card>/). $POLA_BENCH_RESULTS names the folder instead: the run-*.sh scripts fix it once, so a sitting that
+# passes midnight stays in one folder, and render.py renders the folder it names.
+RESULTS = RESULTS_ROOT / (os.environ.get('POLA_BENCH_RESULTS')
+                          or f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-{machine_tag()}")
+
+
+def latest_cpu_results():
+    """The newest complete CPU sitting, for render.py: a folder with a machine.json (the GPU folders have none) and
+    the attention sweep's attention.jsonl (a folder with only, say, FLOP counts is no page of its own)."""
+    folders = sorted(p.parent for p in RESULTS_ROOT.glob('*/machine.json') if (p.parent / 'attention.jsonl').exists())
+    return folders[-1] if folders else RESULTS
 
 # The .NET GC reserves tens of GiB of address space by default; bounding it keeps the address-space cap below
 # about the same for both sides (the benchmarks' managed heap is tiny: the tensors live in LibTorch's native heap).
@@ -196,10 +228,13 @@ def machine():
     lscpu = sh('lscpu')
     field = lambda name: next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith(name + ':')), '')
     mem_kib = int(re.search(r'MemTotal:\s+(\d+)', Path('/proc/meminfo').read_text()).group(1))
-    py = python_with_torch()
-    py_info = sh(f'{py} -c "import torch,sys; print(torch.__version__); print(sys.version.split()[0])"').splitlines()
+    try:
+        py = python_with_torch()
+    except SystemExit:  # the C#-only drivers run without one; the PyTorch fields stay empty
+        py = None
+    py_info = sh(f'{py} -c "import torch,sys; print(torch.__version__); print(sys.version.split()[0])"').splitlines() if py else []
     blas_cfg = sh(f'{py} -c "import torch; c=torch.__config__.show(); import re; '
-                  f'print(re.search(r\'BLAS_INFO=([^,]*)\', c).group(1))"')
+                  f'print(re.search(r\'BLAS_INFO=([^,]*)\', c).group(1))"') if py else ''
     return {
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         'cpu': field('Model name'), 'cpus': os.cpu_count(), 'threads_per_core': field('Thread(s) per core'),
@@ -225,15 +260,22 @@ def clean(records):
     return quiet or ok
 
 
-def write_jsonl(name, records):
+def _results_folder():
+    """Creates RESULTS with its machine.json (what render.py describes the machine from) on first use."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if not (RESULTS / 'machine.json').exists():
+        (RESULTS / 'machine.json').write_text(json.dumps(machine(), indent=2) + '\n')
+
+
+def write_jsonl(name, records):
+    _results_folder()
     with open(RESULTS / name, 'w') as f:
         for r in records:
             f.write(json.dumps(r) + '\n')
 
 
 def append_jsonl(name, record):
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    _results_folder()
     with open(RESULTS / name, 'a') as f:
         f.write(json.dumps(record) + '\n')
 
@@ -243,3 +285,8 @@ def read_jsonl(name):
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+if __name__ == '__main__':
+    # `python3 benchmarks/scripts/benchlib.py` prints the results folder of this sitting (for the shell scripts).
+    print(RESULTS.relative_to(ROOT))

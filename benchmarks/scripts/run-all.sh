@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./common.sh
-dotnet build ../../benchmarks/PolaFormer.Benchmarks -c Release --nologo -v q >/dev/null
+dotnet build ../PolaFormer.Benchmarks -c Release --nologo -v q >/dev/null
 "$PY" attention_sweep.py --no-build
 "$PY" models.py --no-build --rounds 3
 "$PY" attention_sweep.py --no-build --fill 1 --no-profile
