@@ -26,6 +26,12 @@ internal static class Conformance
         var files = Directory.Exists(ctx.GoldenFolder)
             ? Directory.EnumerateFiles(ctx.GoldenFolder, "*.safetensors").Order(StringComparer.Ordinal).ToList()
             : [];
+        // PolaFormer++ cases (attnpp_*, modelpp_*) have another layout, read by the test suite's own builders; this
+        // check covers the PolaFormer layout (attn_*, model_*) and says so rather than failing on the others.
+        var plusPlus = files.Where(f => Path.GetFileName(f).StartsWith("attnpp_", StringComparison.Ordinal)
+            || Path.GetFileName(f).StartsWith("modelpp_", StringComparison.Ordinal)).ToList();
+        foreach (var file in plusPlus) Console.WriteLine($"SKIP {Path.GetFileNameWithoutExtension(file)}: a PolaFormer++ case (checked by the test suite)");
+        files = files.Except(plusPlus).ToList();
         if (files.Count == 0)
         {
             Console.WriteLine($"FAIL no golden files in {ctx.GoldenFolder}");

@@ -242,7 +242,7 @@ public sealed class PolaPlusPlus : Backbone
     /// <remarks>The classifier is a 1×1 convolution (official key shapes (classes, features, 1, 1)), applied to the
     /// pooled features as a 1 × 1 map.</remarks>
     protected override Tensor Classify(Tensor pooled) =>
-        head.forward(pooled.reshape(pooled.shape[0], pooled.shape[1], 1, 1)).flatten(1);
+        head.call(pooled.reshape(pooled.shape[0], pooled.shape[1], 1, 1)).flatten(1);
 
     /// <inheritdoc />
     /// <remarks>Entry i is stage i's output map. <c>norm</c> changes nothing: the model has no final norm on the stage
@@ -276,14 +276,14 @@ public sealed class PolaPlusPlus : Backbone
     {
         Check.Images(images, InChannels, nameof(images));
         Check.MatchesParameters(images, patch_embed.parameters().First(), nameof(images));
-        var x = patch_embed.forward(images);
+        var x = patch_embed.call(images);
         for (int i = 0; i < PolaPlusPlusOptions.StageCount; i++)
         {
-            x = layers[i].forward(x);
+            x = layers[i].call(x);
             if (wanted?.Contains(i) == true) maps!.Add(x);
             if (i == stopUntil && i < PolaPlusPlusOptions.StageCount - 1) return null;
         }
-        x = nn.functional.silu(norm.forward(proj.forward(x)));
+        x = nn.functional.silu(norm.call(proj.call(x)));
         return x.flatten(2).transpose(1, 2);
     }
 
@@ -372,7 +372,7 @@ internal sealed class PolaPlusPlusStage : nn.Module<Tensor, Tensor>
         var (sin, cos) = RoPE.Tables(height, width);
         var (sinLinear, cosLinear) = RoPE_linear.Tables(height, width);
         foreach (var block in blocks) x = block.Forward(x, sin, cos, sinLinear, cosLinear);
-        if (downsample is not null) x = downsample.forward(x);
+        if (downsample is not null) x = downsample.call(x);
         return x.MoveToOuterDisposeScope();
     }
 }
@@ -431,10 +431,10 @@ internal sealed class PolaPlusPlusFeedForward : nn.Module<Tensor, long, long, Te
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0];
-        var hidden = nn.functional.gelu(fc1.forward(x));
+        var hidden = nn.functional.gelu(fc1.call(x));
         var map = hidden.transpose(1, 2).reshape(batch, _hidden, height, width);
-        hidden = (dwconv.forward(map) + map).flatten(2).transpose(1, 2);
-        return fc2.forward(hidden).MoveToOuterDisposeScope();
+        hidden = (dwconv.call(map) + map).flatten(2).transpose(1, 2);
+        return fc2.call(hidden).MoveToOuterDisposeScope();
     }
 }
 
@@ -482,11 +482,11 @@ internal sealed class PolaPlusPlusBlock : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], channels = x.shape[1], height = x.shape[2], width = x.shape[3];
-        x = x + pos.forward(x);
+        x = x + pos.call(x);
         var rotary = (IRotaryAttention)attn;
-        var branch = rotary.ForwardWithTables(norm1.forward(x), height, width, _linear ? sinLinear : sin, _linear ? cosLinear : cos);
+        var branch = rotary.ForwardWithTables(norm1.call(x), height, width, _linear ? sinLinear : sin, _linear ? cosLinear : cos);
         x = x + Branch(ToMap(branch, batch, channels, height, width), gamma_1);
-        branch = ffn.forward(norm2.forward(x), height, width);
+        branch = ffn.forward(norm2.call(x), height, width);
         x = x + Branch(ToMap(branch, batch, channels, height, width), gamma_2);
         return x.MoveToOuterDisposeScope();
     }
@@ -495,7 +495,7 @@ internal sealed class PolaPlusPlusBlock : nn.Module<Tensor, Tensor>
     {
         // The callers pass the fields as they are on this call: Module.to(...) replaces Parameter objects in them.
         if (gamma is not null) branch = gamma * branch;
-        return drop_path?.forward(branch) ?? branch;
+        return drop_path?.call(branch) ?? branch;
     }
 
     private static Tensor ToMap(Tensor tokens, long batch, long channels, long height, long width) =>
