@@ -6,12 +6,13 @@ using PolaFormer.Benchmarks;
 try
 {
     // Before any tensor: the OpenMP wait policy is read when LibTorch loads. Every scripted mode accepts
-    // --cpu-runtime tuned|passive|default (tuned = TorchRuntime.ConfigureCpu(), what the training program does; the
+    // --cpu-runtime tuned|passive|spin|default (tuned = TorchRuntime.ConfigureCpu(), what the training program does: passive waiting; spin = tuned with OpenMP's spinning; the
     // Python side applies the same settings) and reports it as cpu_runtime.
     RunInfo.CpuRuntime = Arguments.CpuRuntime(args) switch
     {
         "tuned" => TorchRuntime.ConfigureCpu(),
         "passive" => TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = OpenMpWaitPolicy.Passive }),
+        "spin" => TorchRuntime.ConfigureCpu(new CpuRuntimeOptions { WaitPolicy = OpenMpWaitPolicy.Default }),
         "default" => "CPU runtime: defaults",
         var other => throw new ArgumentException($"--cpu-runtime is '{other}'; expected tuned, passive or default."),
     };

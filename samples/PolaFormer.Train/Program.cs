@@ -47,11 +47,11 @@ var smoothing = new Option<double?>("--smoothing") { Description = "Label smooth
 var distBackend = new Option<string>("--dist-backend") { Description = "Data parallelism over processes: none, mpi (CPU, start with mpirun) or nccl (GPU, start like torchrun); ranks come from the launcher's variables, --batch-size is per rank", DefaultValueFactory = _ => "none" };
 var cpuRuntime = new Option<string>("--cpu-runtime")
 {
-    Description = "Native CPU runtime: tuned (glibc malloc keeps freed memory for reuse: large activations do not page-fault on every step), passive (tuned, and OpenMP threads sleep between operators) or default",
+    Description = "Native CPU runtime: tuned (glibc malloc keeps freed memory for reuse, so large activations do not page-fault on every step; OpenMP threads sleep between operators, so other processes on the cores do not collapse the speed; threads within the CPU quota), spin (tuned, but OpenMP threads spin: for dedicated cores), passive (the same as tuned) or default (LibTorch untouched)",
     DefaultValueFactory = _ => "tuned",
     Recursive = true,
 };
-cpuRuntime.AcceptOnlyFromAmong("tuned", "passive", "default");
+cpuRuntime.AcceptOnlyFromAmong("tuned", "spin", "passive", "default");
 var distTimeout = new Option<double>("--dist-timeout") { Description = "Seconds a collective may wait for the other ranks before the job is aborted", DefaultValueFactory = _ => ProcessGroup.DefaultTimeout.TotalSeconds };
 
 var train = new Command("train", "Train a model (defaults: the official PolaFormer ImageNet recipe; on the bundled digits a short recipe suited to them)")
@@ -200,10 +200,10 @@ static int Run(string? cpuRuntime, Action action)
     try
     {
         // Before the first tensor: OpenMP reads its wait policy when LibTorch loads.
-        if (cpuRuntime is "tuned" or "passive")
+        if (cpuRuntime is "tuned" or "passive" or "spin")
             TorchRuntime.ConfigureCpu(new CpuRuntimeOptions
             {
-                WaitPolicy = cpuRuntime == "passive" ? OpenMpWaitPolicy.Passive : OpenMpWaitPolicy.Default,
+                WaitPolicy = cpuRuntime == "spin" ? OpenMpWaitPolicy.Default : null,   // null: passive, unless LibTorch is loaded already
                 VerifyConvolution = false,   // the Trainer checks it on a CPU, once the arguments have been validated
             });
         TorchRuntime.EnsureLoaded();

@@ -42,11 +42,23 @@ public sealed record CpuRuntimeOptions
     public bool RetainFreedMemory { get; init; } = true;
 
     /// <summary>
-    /// OpenMP wait policy. Default: <see cref="OpenMpWaitPolicy.Default"/> (left to OpenMP: on the 2-core benchmark
-    /// machine passive waiting helped Pola-Swin-T a little and slowed Pola-PVT-T). Takes effect only when set before
-    /// LibTorch is loaded (OpenMP reads it once); an <c>OMP_WAIT_POLICY</c> already in the environment wins.
+    /// OpenMP wait policy. Null (default): <see cref="OpenMpWaitPolicy.Passive"/> when
+    /// <see cref="TorchRuntime.ConfigureCpu"/> runs before LibTorch is loaded, else left as it is (and said so in the
+    /// returned line). Passive because spinning collapses when other processes share the cores: Pola-PVT-T's training
+    /// step on a 2-core machine ran at 43 and 28 images/s beside one and two busy processes with spinning threads,
+    /// against 68 and 77 with passive ones, while on the idle machine the two were within the run-to-run noise
+    /// (docs/performance.md, "Shared machines", 2026-12-04). A value set here takes effect only before LibTorch is
+    /// loaded (OpenMP reads it once; later it is refused); an <c>OMP_WAIT_POLICY</c> already in the environment wins.
     /// </summary>
-    public OpenMpWaitPolicy WaitPolicy { get; init; } = OpenMpWaitPolicy.Default;
+    public OpenMpWaitPolicy? WaitPolicy { get; init; }
+
+    /// <summary>
+    /// LibTorch's intra-op threads. Null (default): LibTorch's own choice, capped at the processors this process may
+    /// use (<see cref="Environment.ProcessorCount"/>, which honours the CPU affinity mask and a container's CPU
+    /// quota; LibTorch's OpenMP honours the affinity mask but not the quota, and more threads than the quota allows
+    /// stall each other at every barrier).
+    /// </summary>
+    public int? Threads { get; init; }
 
     /// <summary>
     /// Check LibTorch's float32 CPU convolution against float64 and switch oneDNN off where it is wrong

@@ -11,24 +11,28 @@ public static partial class TorchRuntime
     /// Applies process-wide settings of the native CPU runtime (see <see cref="CpuRuntimeOptions"/>). Call it at the
     /// very start of a program, before the first tensor: the OpenMP wait policy is read once, when LibTorch loads.
     /// </summary>
-    /// <param name="options">What to apply (default: retain freed memory; OpenMP left as it is; the CPU convolution
-    /// verified).</param>
+    /// <param name="options">What to apply (default: retain freed memory; OpenMP threads that sleep when idle, as many as
+    /// the process may use; the CPU convolution verified).</param>
     /// <returns>One line saying what was applied, for the program's log.</returns>
     /// <exception cref="InvalidOperationException">A wait policy was asked for after LibTorch was loaded.</exception>
+    /// <exception cref="ArgumentException"><see cref="CpuRuntimeOptions.Threads"/> is below 1.</exception>
     public static string ConfigureCpu(CpuRuntimeOptions? options = null)
     {
         options ??= new CpuRuntimeOptions();
         var applied = new List<string>();
-        if (options.WaitPolicy != OpenMpWaitPolicy.Default)
+        var policy = options.WaitPolicy ?? (LibTorchLoaded() ? OpenMpWaitPolicy.Default : OpenMpWaitPolicy.Passive);
+        if (options.WaitPolicy is null && policy == OpenMpWaitPolicy.Default)
+            applied.Add("OpenMP wait policy left as it is (LibTorch was loaded before ConfigureCpu)");
+        if (policy != OpenMpWaitPolicy.Default)
         {
-            string value = options.WaitPolicy == OpenMpWaitPolicy.Passive ? "PASSIVE" : "ACTIVE";
+            string value = policy == OpenMpWaitPolicy.Passive ? "PASSIVE" : "ACTIVE";
             if (Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is { Length: > 0 } existing)
                 applied.Add($"OMP_WAIT_POLICY={existing} (already in the environment; kept)");
             else if (LibTorchLoaded())
                 throw new InvalidOperationException(
-                    $"CpuRuntimeOptions.WaitPolicy = {options.WaitPolicy} needs TorchRuntime.ConfigureCpu to run before LibTorch is " +
+                    $"CpuRuntimeOptions.WaitPolicy = {policy} needs TorchRuntime.ConfigureCpu to run before LibTorch is " +
                     "loaded (before the first tensor is created), because OpenMP reads it only once; LibTorch is already loaded. " +
-                    "Call ConfigureCpu first thing in Main, or set WaitPolicy = OpenMpWaitPolicy.Default.");
+                    "Call ConfigureCpu first thing in Main, or leave WaitPolicy null.");
             else
             {
                 SetEnvironment("OMP_WAIT_POLICY", value);
@@ -38,9 +42,20 @@ public static partial class TorchRuntime
         if (options.RetainFreedMemory)
             applied.Add(RetainFreedMemory() ? "freed native memory kept for reuse (glibc malloc: no mmap, no trim)"
                 : "freed native memory: left to the allocator (not glibc)");
+        if (options.Threads is < 1)
+            throw new ArgumentException($"CpuRuntimeOptions.Threads is {options.Threads}; expected at least 1, or null for the automatic choice.", nameof(options));
+        EnsureLoaded();
+        int threads = options.Threads ?? AutomaticThreads(torch.get_num_threads(), Environment.ProcessorCount);
+        torch.set_num_threads(threads);
+        string count = threads == 1 ? "1 thread" : $"{threads} threads";
+        applied.Add(options.Threads is null ? $"{count} (LibTorch's choice within {Environment.ProcessorCount} usable processors)" : count);
         if (options.VerifyConvolution) applied.Add(VerifyCpuConvolution().ToString());
         return applied.Count == 0 ? "CPU runtime: defaults" : "CPU runtime: " + string.Join("; ", applied);
     }
+
+    /// <summary>LibTorch's default thread count, capped at the processors the process may use.</summary>
+    internal static int AutomaticThreads(int libTorchDefault, int usableProcessors) =>
+        Math.Max(1, Math.Min(libTorchDefault, usableProcessors));
 
     private static bool LibTorchLoaded()
     {

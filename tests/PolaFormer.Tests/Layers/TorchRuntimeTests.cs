@@ -29,14 +29,39 @@ public sealed class TorchRuntimeTests : TorchTest
     }
 
     [Fact]
-    public void Defaults_retain_memory_and_verify_the_convolution_and_nothing_else()
+    public void Defaults_retain_memory_choose_threads_and_verify_the_convolution()
     {
         var options = new CpuRuntimeOptions();
         options.RetainFreedMemory.Should().BeTrue();
-        options.WaitPolicy.Should().Be(OpenMpWaitPolicy.Default);
+        options.WaitPolicy.Should().BeNull("passive where it can still take effect");
+        options.Threads.Should().BeNull();
         options.VerifyConvolution.Should().BeTrue();
-        TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false, VerifyConvolution = false }).Should().Be("CPU runtime: defaults");
-        TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false }).Should().StartWith("CPU runtime: CPU convolution matches float64");
+        int before = TorchSharp.torch.get_num_threads();
+        try
+        {
+            // LibTorch is loaded already (TorchTest), so the automatic wait policy is left and said so.
+            TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false, VerifyConvolution = false, Threads = 1 })
+                .Should().Be("CPU runtime: OpenMP wait policy left as it is (LibTorch was loaded before ConfigureCpu); 1 thread");
+            TorchSharp.torch.get_num_threads().Should().Be(1);
+            TorchRuntime.ConfigureCpu(options with { RetainFreedMemory = false, WaitPolicy = OpenMpWaitPolicy.Default })
+                .Should().Contain("(LibTorch's choice within").And.Contain("CPU convolution matches float64");
+        }
+        finally
+        {
+            TorchSharp.torch.set_num_threads(before);
+        }
+        FluentActions.Invoking(() => TorchRuntime.ConfigureCpu(options with { Threads = 0 })).Should().Throw<ArgumentException>()
+            .WithMessage("CpuRuntimeOptions.Threads is 0; expected at least 1*");
+    }
+
+    [Theory]
+    [InlineData(2, 2, 2)]
+    [InlineData(8, 16, 8)]    // LibTorch picks the physical cores: never raised to the logical count
+    [InlineData(16, 2, 2)]    // a container with a 2-CPU quota on a 16-core host: capped
+    [InlineData(4, 1, 1)]
+    public void Automatic_threads_are_libtorchs_choice_capped_at_the_usable_processors(int libTorch, int usable, int expected)
+    {
+        TorchRuntime.AutomaticThreads(libTorch, usable).Should().Be(expected);
     }
 
     [Fact]
