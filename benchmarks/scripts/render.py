@@ -408,6 +408,49 @@ def later_flops(shown):
     return None
 
 
+def pola_pp_cpu_section(out):
+    """PolaFormer++ b0-b2 against the authors' code on the CPU, from the newest folder with pola_pp_cpu.jsonl
+    (benchmarks/scripts/run-pola-pp-cpu.sh)."""
+    folders = [f for f in sorted(b.RESULTS_ROOT.iterdir(), reverse=True) if (f / 'pola_pp_cpu.jsonl').exists()]
+    out.append('### PolaFormer++ b0–b2 against the authors\' code\n')
+    if not folders:
+        out.append('_Not measured yet: `bash benchmarks/scripts/run-pola-pp-cpu.sh <PolaFormerPP checkout>/polaformer++ '
+                   'benchmarks/results/<date>-<machine>/pola_pp_cpu.jsonl`._\n')
+        return
+    folder = folders[0]
+    rows = [json.loads(line) for line in (folder / 'pola_pp_cpu.jsonl').read_text().splitlines() if line.strip()]
+    official = {(r['model'], r['batch'], 'infer' if r['mode'] == 'fwd' else 'train'): r for r in rows if 'official' in r}
+    ours = {(r['name'], r['batch'], r['mode']): r for r in rows if r.get('benchmark') == 'model'}
+    matmul = {r.get('language'): r for r in rows if r.get('benchmark') == 'matmul'}
+    torch_py = next((r['torch'] for r in official.values()), '?')
+    torch_cs = next((r.get('torch_version', '?') for r in ours.values()), '?')
+    out.append(f'`bash benchmarks/scripts/run-pola-pp-cpu.sh` (`{folder.relative_to(b.ROOT)}/pola_pp_cpu.jsonl`), '
+               f'224 px, 2 threads, medians, sides alternating per model. The official side is the authors\' `pola.py` '
+               f'(`POLA_b0…b2`) under Debian\'s PyTorch {torch_py}; ours runs on LibTorch {torch_cs} — different builds '
+               'of PyTorch, so the ratio mixes the code with the build (the matmul row shows the builds\' raw speed). '
+               'Inference is eval mode without gradients; the training step is forward, cross-entropy and backward, '
+               'plus the AdamW step on our side only.\n')
+    out.append('| model | batch | mode | official (ms) | ours (ms) | ours faster by |')
+    out.append('| --- | --- | --- | --- | --- | --- |')
+    for key in sorted(ours):
+        name, batch, mode = key
+        mine, theirs = ours[key], official.get(key)
+        if theirs is None:
+            continue
+        out.append(f'| {name} | {batch} | {mode} | {theirs["ms_median"]:.1f} | {mine["median_ms"]:.1f} | '
+                   f'{theirs["ms_median"] / mine["median_ms"]:.2f}× |')
+    if matmul:
+        cs, py = matmul.get('csharp'), matmul.get('python')
+        if cs and py:
+            out.append(f'| float32 matmul {cs["size"]}² (GFLOP/s, not ms) | | | {py["gflop_per_s"]:.1f} | '
+                       f'{cs["gflop_per_s"]:.1f} | {cs["gflop_per_s"] / py["gflop_per_s"]:.2f}× |')
+    out.append('')
+    out.append('The official side runs on OpenBLAS (`libopenblas0-openmp`, loaded through `LD_LIBRARY_PATH` as the other '
+               'PyTorch measurements here); on Debian\'s reference BLAS its matmul was 6.5 GFLOP/s and every row 2–10× '
+               'slower. Where a training step is slower here, the gap is larger than the AdamW step only our side '
+               'takes; it has not been profiled yet.\n')
+
+
 def flops_section(out):
     flops = b.read_jsonl('flops.jsonl')
     if not flops:
@@ -660,6 +703,8 @@ def main():
                '`PolaPvtOptions.SrRatios` default); Swin-T = `PolaSwinOptions.Presets["pola_swin_tiny"] with '
                '{ WindowSize = 7, AttentionTypes = "SSSS" }`.\n')
     models_section(out)
+
+    pola_pp_cpu_section(out)
 
     out.append('## 3. FLOPs\n')
     out.append('One forward of one image at the preset size, counted by `flops` (`benchmarks/PolaFormer.Benchmarks/'
