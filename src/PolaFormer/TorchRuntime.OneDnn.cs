@@ -56,17 +56,24 @@ public static partial class TorchRuntime
         get
         {
             var native = OneDnnSwitch.Value;
-            return native is null ? null : native.Get(native.Context()) != 0;
+            return native is null ? null : native.Get() != 0;
         }
     }
 
+    /// <summary>Whether LibTorch may use NNPACK for CPU convolutions (null where the switch cannot be reached).</summary>
+    internal static bool? NnpackEnabled => NnpackSwitch.Value is { } native ? native.Get() != 0 : null;
+
     /// <summary>Switches LibTorch's oneDNN backend on or off for the process (PyTorch's
-    /// <c>torch.backends.mkldnn.enabled</c>). Returns false where this LibTorch does not expose the switch.</summary>
+    /// <c>torch.backends.mkldnn.enabled</c>), and NNPACK with it: without oneDNN, LibTorch considers NNPACK for batched
+    /// convolutions and, on CPUs NNPACK does not support, logs "Could not initialize NNPACK! Reason: Unsupported
+    /// hardware." on every call (about a thousand lines in the digits job), while its own convolution is the one
+    /// <see cref="VerifyCpuConvolution"/> checks. Returns false where this LibTorch does not expose the switch.</summary>
     public static bool SetOneDnnEnabled(bool enabled)
     {
         var native = OneDnnSwitch.Value;
         if (native is null) return false;
-        native.Set(native.Context(), enabled ? (byte)1 : (byte)0);
+        native.Set(enabled ? (byte)1 : (byte)0);
+        NnpackSwitch.Value?.Set(enabled ? (byte)1 : (byte)0);
         return true;
     }
 
@@ -90,41 +97,46 @@ public static partial class TorchRuntime
         return new CpuConvolutionCheck(worst < 1e-4, worst, worstWidth, OneDnnEnabled);
     }
 
-    private static readonly Lazy<NativeOneDnnSwitch?> OneDnnSwitch = new(NativeOneDnnSwitch.Find);
+    private static readonly Lazy<NativeContextSwitch?> OneDnnSwitch = new(() => NativeContextSwitch.Find(
+        ("?userEnabledMkldnn@Context@at@@QEBA_NXZ", "?setUserEnabledMkldnn@Context@at@@QEAAX_N@Z"),
+        ("_ZNK2at7Context17userEnabledMkldnnEv", "_ZN2at7Context20setUserEnabledMkldnnEb")));
 
-    /// <summary><c>at::globalContext().userEnabledMkldnn()</c> and its setter, found in LibTorch's CPU library by
-    /// their mangled names (Itanium ABI on Linux and macOS, MSVC on Windows); TorchSharp does not bind them.</summary>
-    private sealed unsafe class NativeOneDnnSwitch
+    private static readonly Lazy<NativeContextSwitch?> NnpackSwitch = new(() => NativeContextSwitch.Find(
+        ("?userEnabledNNPACK@Context@at@@QEBA_NXZ", "?setUserEnabledNNPACK@Context@at@@QEAAX_N@Z"),
+        ("_ZNK2at7Context17userEnabledNNPACKEv", "_ZN2at7Context20setUserEnabledNNPACKEb")));
+
+    /// <summary>A boolean of <c>at::globalContext()</c> (such as <c>userEnabledMkldnn</c>) and its setter, found in
+    /// LibTorch's CPU library by their mangled names (MSVC on Windows, Itanium ABI on Linux and macOS); TorchSharp
+    /// does not bind them.</summary>
+    private sealed unsafe class NativeContextSwitch
     {
         private readonly delegate* unmanaged<nint> _context;
         private readonly delegate* unmanaged<nint, byte> _get;
         private readonly delegate* unmanaged<nint, byte, void> _set;
 
-        private NativeOneDnnSwitch(nint context, nint get, nint set)
+        private NativeContextSwitch(nint context, nint get, nint set)
         {
             _context = (delegate* unmanaged<nint>)context;
             _get = (delegate* unmanaged<nint, byte>)get;
             _set = (delegate* unmanaged<nint, byte, void>)set;
         }
 
-        public nint Context() => _context();
+        public byte Get() => _get(_context());
 
-        public byte Get(nint context) => _get(context);
+        public void Set(byte value) => _set(_context(), value);
 
-        public void Set(nint context, byte value) => _set(context, value);
-
-        public static NativeOneDnnSwitch? Find()
+        public static NativeContextSwitch? Find((string Get, string Set) windows, (string Get, string Set) itanium)
         {
-            (string Context, string Get, string Set) names = OperatingSystem.IsWindows()
-                ? ("?globalContext@at@@YAAEAVContext@1@XZ", "?userEnabledMkldnn@Context@at@@QEBA_NXZ", "?setUserEnabledMkldnn@Context@at@@QEAAX_N@Z")
-                : ("_ZN2at13globalContextEv", "_ZNK2at7Context17userEnabledMkldnnEv", "_ZN2at7Context20setUserEnabledMkldnnEb");
+            var (context, get, set) = OperatingSystem.IsWindows()
+                ? ("?globalContext@at@@YAAEAVContext@1@XZ", windows.Get, windows.Set)
+                : ("_ZN2at13globalContextEv", itanium.Get, itanium.Set);
             foreach (var library in new[] { "libtorch_cpu.so", "torch_cpu.dll", "libtorch_cpu.dylib", "torch_cpu" })
             {
                 if (!NativeLibrary.TryLoad(library, typeof(torch).Assembly, null, out var handle)) continue;
-                if (NativeLibrary.TryGetExport(handle, names.Context, out var context)
-                    && NativeLibrary.TryGetExport(handle, names.Get, out var get)
-                    && NativeLibrary.TryGetExport(handle, names.Set, out var set))
-                    return new NativeOneDnnSwitch(context, get, set);
+                if (NativeLibrary.TryGetExport(handle, context, out var contextAddress)
+                    && NativeLibrary.TryGetExport(handle, get, out var getAddress)
+                    && NativeLibrary.TryGetExport(handle, set, out var setAddress))
+                    return new NativeContextSwitch(contextAddress, getAddress, setAddress);
             }
             return null;
         }

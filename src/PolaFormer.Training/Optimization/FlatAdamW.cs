@@ -110,6 +110,16 @@ public sealed class FlatAdamW : IDisposable
             // On a GPU the whole group is one run (fewest launches); on the CPU it goes in cache-sized chunks, each
             // taken through all eight operations before the next, instead of eight passes over buffers far larger
             // than the caches. Elementwise operations: the chunking changes no result.
+            // Scalars made and disposed here rather than by implicit conversion: TorchSharp 0.107 frees implicit ones
+            // from the finalizer, which can race the native call still reading them.
+            using var decay = (1 - lr * weightDecay).ToScalar();
+            using var b1 = beta1.ToScalar();
+            using var oneMinusB1 = (1 - beta1).ToScalar();
+            using var b2 = beta2.ToScalar();
+            using var oneMinusB2 = (1 - beta2).ToScalar();
+            using var correction2 = Math.Sqrt(biasCorrection2).ToScalar();
+            using var epsilon = eps.ToScalar();
+            using var stepSize = (-(lr / biasCorrection1)).ToScalar();
             long chunk = _parameters.Values.device_type == DeviceType.CPU ? CpuChunkElements : Math.Max(group.Length, 1);
             for (long start = 0; start < group.Length; start += chunk)
             {
@@ -121,11 +131,11 @@ public sealed class FlatAdamW : IDisposable
                 var expAvgSq = ExpAvgSq.narrow(0, group.Offset + start, length);
 
                 // The same operations, in the same order, as TorchSharp's AdamW.step for one tensor.
-                if (weightDecay != 0) param.mul_(1 - lr * weightDecay);   // × 1 changes nothing: skip the launch
-                expAvg.mul_(beta1).add_(grad, alpha: 1 - beta1);
-                expAvgSq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
-                var denom = (expAvgSq.sqrt() / Math.Sqrt(biasCorrection2)).add_(eps);
-                param.addcdiv_(expAvg, denom, value: -(lr / biasCorrection1));
+                if (weightDecay != 0) param.mul_(decay);   // × 1 changes nothing: skip the launch
+                expAvg.mul_(b1).add_(grad, alpha: oneMinusB1);
+                expAvgSq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
+                var denom = expAvgSq.sqrt().div_(correction2).add_(epsilon);
+                param.addcdiv_(expAvg, denom, value: stepSize);
             }
         }
     }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -36,7 +37,15 @@ public abstract class PolarityTokenAttention : TokenAttention
         Check.Probability(projDrop, nameof(projDrop));
         Alpha = alpha;
         Implementation = implementation;
+        _alpha = alpha.ToScalar();
+        _one = 1.0.ToScalar();
     }
+
+    // The scalars of the exponent, held for the layer's lifetime: TorchSharp 0.107 frees a Scalar made by implicit
+    // conversion from its finalizer, which can run while the native call that received it is still reading it (a
+    // digits run died once with "Unknown scalar type" on this very line; TorchSharp PR #1496 is about such Scalars).
+    private readonly Scalar _alpha;
+    private readonly Scalar _one;
 
     /// <inheritdoc />
     public override char Letter => 'L';
@@ -93,7 +102,7 @@ public abstract class PolarityTokenAttention : TokenAttention
         // encoding still needs it.
         k = keyScaled ? k + keyEncoding / softScale : (k + keyEncoding) / softScale;
         if (!queryScaled) q = q / softScale;
-        var exponent = 1 + Alpha * sigmoid(Power);
+        var exponent = sigmoid(Power).mul(_alpha).add(_one);   // 1 + α·sigmoid(p)
 
         q = SplitHeads(q, batch, tokens, heads);
         k = SplitHeads(k, batch, keys, heads);

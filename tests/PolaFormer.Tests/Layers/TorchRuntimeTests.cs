@@ -73,6 +73,8 @@ public sealed class TorchRuntimeTests : TorchTest
         {
             TorchRuntime.SetOneDnnEnabled(!before!.Value).Should().BeTrue();
             TorchRuntime.OneDnnEnabled.Should().Be(!before.Value);
+            TorchRuntime.NnpackEnabled.Should().Be(!before.Value,
+                "NNPACK follows oneDNN: without oneDNN LibTorch would try NNPACK, and warn on every convolution where it cannot run");
             // Either way the convolution LibTorch picks must now be right, or the check says so.
             TorchRuntime.VerifyCpuConvolution(disableOneDnnIfWrong: false).Should().Match<CpuConvolutionCheck>(c => c.OneDnnEnabled == !before.Value);
         }
