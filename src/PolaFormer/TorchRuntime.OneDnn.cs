@@ -79,6 +79,23 @@ public static partial class TorchRuntime
 
     private static CpuConvolutionCheck ProbeConvolution()
     {
+        // NNPACK off while probing: LibTorch asks whether NNPACK can run before choosing a convolution and, where it
+        // cannot (as on the AVX-512 machine of known-issues.md), logs a warning on each of the probe's convolutions.
+        var nnpack = NnpackSwitch.Value;
+        byte nnpackBefore = nnpack?.Get() ?? 0;
+        nnpack?.Set(0);
+        try
+        {
+            return ProbeConvolutionOnce();
+        }
+        finally
+        {
+            nnpack?.Set(nnpackBefore);
+        }
+    }
+
+    private static CpuConvolutionCheck ProbeConvolutionOnce()
+    {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var generator = new Generator(11);
