@@ -47,6 +47,7 @@ public sealed class Trainer
     private readonly ProgressReporter _progress;
     private readonly Func<long, Device, Backbone>? _modelFactory;
     private readonly ProcessGroup? _group;
+    private readonly TrainerComponents _components;
 
     /// <summary>Prepares a run.</summary>
     /// <param name="options">The recipe.</param>
@@ -57,8 +58,10 @@ public sealed class Trainer
     /// <see cref="TrainingOptions.Model"/> is only its label). Called once, or twice with EMA.</param>
     /// <param name="processGroup">The ranks of a data-parallel job (null: this process alone). The trainer uses it
     /// but does not dispose it.</param>
+    /// <param name="components">A loss or learning-rate schedule of your own in place of the recipe's (null: the
+    /// recipe's).</param>
     public Trainer(TrainingOptions options, DatasetSplits data, string outputFolder, ProgressReporter? progress = null,
-        Func<long, Device, Backbone>? modelFactory = null, ProcessGroup? processGroup = null)
+        Func<long, Device, Backbone>? modelFactory = null, ProcessGroup? processGroup = null, TrainerComponents? components = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(data);
@@ -68,6 +71,7 @@ public sealed class Trainer
         _options = options;
         _data = data;
         _modelFactory = modelFactory;
+        _components = components ?? new TrainerComponents();
         _group = processGroup is { WorldSize: > 1 } ? processGroup : null;
         _progress = progress ?? new ProgressReporter();
         if (_group is { Rank: > 0 }) _progress = new ProgressReporter(TextWriter.Null, live: false);
@@ -158,8 +162,13 @@ public sealed class Trainer
                     : $"TrainingOptions.BatchSize {_options.BatchSize} is larger than each rank's share of the training set ({loader.SamplesPerEpoch} of {_data.Train.Count} images over {world} ranks): no full batch fits.",
                 nameof(TrainingOptions.BatchSize));
         var (baseLr, warmupLr, minLr) = _options.ScaledLearningRates(_options.BatchSize * world);
-        var schedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
+        var recipeSchedule = new WarmupCosineSchedule(baseLr, warmupLr, minLr,
             (long)(_options.ScheduledWarmupEpochs() * stepsPerEpoch), (long)_options.Epochs * stepsPerEpoch);
+        long totalSteps = (long)_options.Epochs * stepsPerEpoch;
+        var schedule = _components.LearningRate is { } custom
+            ? new Schedule(step => CheckedRate(custom(new ScheduleStep(step, stepsPerEpoch, totalSteps, baseLr)), step))
+            : new Schedule(recipeSchedule.At);
+        var lossOf = _components.Loss ?? SoftTargetCrossEntropy.Compute;
         using var optimizer = new FlatAdamW(flat, [_options.WeightDecay, 0], lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps);
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
@@ -214,7 +223,10 @@ public sealed class Trainer
                     var labels = batch.Labels.to(device);
                     var (mixed, targets) = mixup.Apply(images, labels, epoch, batch.Index);
                     var logits = compute.forward(mixed.to(dtype)).to(ScalarType.Float32);
-                    var loss = SoftTargetCrossEntropy.Compute(logits, targets);
+                    var loss = lossOf(logits, targets);
+                    if (loss.numel() != 1)
+                        throw new InvalidOperationException(
+                            $"TrainerComponents.Loss returned a tensor of shape ({string.Join(", ", loss.shape)}); expected a scalar (one element) to differentiate.");
                     optimizer.ZeroGradients();
                     (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
                     lowPrecision?.MoveGradients();
@@ -496,6 +508,15 @@ public sealed class Trainer
                 + "use TrainingOptions.Device cuda with the nccl backend, cpu with the mpi backend.", nameof(TrainingOptions.Device));
         return group.Device;
     }
+
+    /// <summary>The learning rate of each global step (the recipe's, or <see cref="TrainerComponents.LearningRate"/>).</summary>
+    private sealed class Schedule(Func<long, double> rate)
+    {
+        public double At(long step) => rate(step);
+    }
+
+    private static double CheckedRate(double rate, long step) => double.IsFinite(rate) && rate >= 0 ? rate
+        : throw new InvalidOperationException($"TrainerComponents.LearningRate gave {rate} for step {step}; expected a finite rate of 0 or more.");
 
     private static void SetLearningRate(optim.Optimizer optimizer, double lr)
     {
