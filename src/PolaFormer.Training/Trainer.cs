@@ -150,7 +150,11 @@ public sealed class Trainer
         // Before any training: a folder without room for a checkpoint would otherwise fail only after an epoch.
         if (rank == 0) Checkpoints.CheckWritable(_checkpointBytes);
 
-        var loader = new BatchLoader(_data.Train, ImagePipeline.Train(recipe), new BatchLoaderOptions
+        var trainPipeline = _components.TrainPipeline?.Invoke(recipe) ?? ImagePipeline.Train(recipe);
+        if (trainPipeline.OutputSize != recipe.ImageSize)
+            throw new ArgumentException(
+                $"TrainerComponents.TrainPipeline gives {trainPipeline.OutputSize} px images; the run's data recipe is {recipe.ImageSize} px.", "components");
+        var loader = new BatchLoader(_data.Train, trainPipeline, new BatchLoaderOptions
         {
             BatchSize = _options.BatchSize, Shuffle = true, DropLast = true, Workers = _options.Workers, Seed = _options.Seed,
             Rank = rank, WorldSize = world,

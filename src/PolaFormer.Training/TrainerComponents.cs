@@ -35,4 +35,9 @@ public sealed record TrainerComponents
     /// <see cref="TrainingOptions.MinLr"/>), stepped per iteration. It must be a pure function of its argument: a
     /// resumed run asks it again for the steps it continues from.</summary>
     public Func<ScheduleStep, double>? LearningRate { get; init; }
+
+    /// <summary>The training images' pipeline, from the run's data recipe. Default:
+    /// <see cref="Data.ImagePipeline.Train"/> of the recipe (compose your own stages onto it with
+    /// <see cref="Data.ImagePipeline.Append"/>). It must give the recipe's image size.</summary>
+    public Func<Data.DataRecipe, Data.ImagePipeline>? TrainPipeline { get; init; }
 }

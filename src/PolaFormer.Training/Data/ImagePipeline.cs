@@ -68,6 +68,25 @@ public sealed class ImagePipeline
         return new ImagePipeline(recipe, false, [crop], null, [crop.ToString(), NormaliseDescription(recipe)]);
     }
 
+    /// <summary>
+    /// This pipeline with <paramref name="transforms"/> added after its 8-bit stages (before <c>ToTensor</c> +
+    /// <c>Normalize</c>, and before random erasing): a stage of your own, e.g. a grayscale or a blur. Each must give
+    /// an image of <see cref="OutputSize"/>; the result is checked for every sample.
+    /// </summary>
+    /// <example><code>
+    /// var train = ImagePipeline.Train(recipe).Append(new MyBlur(radius: 1.5));
+    /// var trainer = new Trainer(options, data, "runs/blur", components: new TrainerComponents { TrainPipeline = _ => train });
+    /// </code></example>
+    public ImagePipeline Append(params IImageTransform[] transforms)
+    {
+        ArgumentNullException.ThrowIfNull(transforms);
+        if (transforms.Any(t => t is null)) throw new ArgumentException("transforms holds a null transform.", nameof(transforms));
+        var description = new List<string>(_description);
+        int normalise = description.FindIndex(d => d.StartsWith("ToTensor", StringComparison.Ordinal));
+        description.InsertRange(normalise < 0 ? description.Count : normalise, transforms.Select(t => t.ToString() ?? t.GetType().Name));
+        return new ImagePipeline(Recipe, IsTraining, [.. _stages, .. transforms], _erasing, description);
+    }
+
     /// <summary>The recipe this pipeline was built from.</summary>
     public DataRecipe Recipe { get; }
 

@@ -17,11 +17,12 @@ internal enum RngStream : ulong
 /// <para>The distributions mirror the Python calls timm/torchvision make: <see cref="Uniform"/> is
 /// <c>random.uniform</c>, <see cref="Integer"/> is <c>random.randint</c> (both ends inclusive).</para>
 /// </summary>
-internal sealed class SampleRng
+public sealed class SampleRng
 {
     private ulong _s0, _s1, _s2, _s3;
     private double? _spareNormal;
 
+    /// <summary>A generator whose whole sequence is fixed by <paramref name="key"/>.</summary>
     public SampleRng(ulong key)
     {
         ulong x = key;
@@ -32,7 +33,7 @@ internal sealed class SampleRng
     }
 
     /// <summary>The generator for one (seed, epoch, index) in one stream.</summary>
-    public static SampleRng For(long seed, long epoch, long index, RngStream stream) => new(Key(seed, epoch, index, stream));
+    internal static SampleRng For(long seed, long epoch, long index, RngStream stream) => new(Key(seed, epoch, index, stream));
 
     internal static ulong Key(long seed, long epoch, long index, RngStream stream)
     {
@@ -58,6 +59,7 @@ internal sealed class SampleRng
         return z ^ (z >> 31);
     }
 
+    /// <summary>The next 64 random bits (xoshiro256**).</summary>
     public ulong NextUInt64()
     {
         ulong result = ulong.RotateLeft(_s1 * 5, 7) * 9;
