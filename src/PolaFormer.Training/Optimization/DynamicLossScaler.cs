@@ -1,3 +1,4 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -33,7 +34,11 @@ public sealed class DynamicLossScaler
     public long SkippedSteps { get; private set; }
 
     /// <summary>loss × scale, to call backward on.</summary>
-    public Tensor ScaleLoss(Tensor loss) => loss * Scale;
+    public Tensor ScaleLoss(Tensor loss)
+    {
+        using var scale = Scale.ToScalar();   // explicit: implicit Scalars can be freed mid-call (docs/known-issues.md)
+        return loss.mul(scale);
+    }
 
     /// <summary>
     /// Divides every gradient by the scale and reports whether all are finite. When one is not, the gradients are
@@ -45,9 +50,10 @@ public sealed class DynamicLossScaler
         using var noGrad = no_grad();
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
         Tensor? finite = null;
+        using var scale = Scale.ToScalar();
         foreach (var g in grads)
         {
-            g.div_(Scale);
+            g.div_(scale);
             var ok = g.isfinite().all();
             finite = finite is null ? ok : finite.logical_and(ok);
         }
@@ -66,7 +72,8 @@ public sealed class DynamicLossScaler
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var grads = parameters.Gradients;
-        grads.div_(Scale);
+        using var scale = Scale.ToScalar();
+        grads.div_(scale);
         bool allFinite = grads.isfinite().all().item<bool>();
         if (!allFinite) grads.zero_();
         return Account(allFinite);

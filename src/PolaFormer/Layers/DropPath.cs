@@ -57,7 +57,8 @@ public sealed class DropPath : nn.Module<Tensor, Tensor>
         var shape = new long[x.dim()];
         Array.Fill(shape, 1L);
         shape[0] = x.shape[0];
-        var mask = empty(shape, dtype: x.dtype, device: x.device).bernoulli_(keep).div_(keep);
+        using var keepScalar = keep.ToScalar();   // explicit: implicit Scalars can be freed mid-call (docs/known-issues.md)
+        var mask = empty(shape, dtype: x.dtype, device: x.device).bernoulli_(keep).div_(keepScalar);
         return (x * mask).MoveToOuterDisposeScope();
     }
 }
