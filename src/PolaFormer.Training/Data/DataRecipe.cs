@@ -1,3 +1,4 @@
+using PolaFormer.Pretrained;
 namespace PolaFormer.Training.Data;
 
 /// <summary>
@@ -45,8 +46,8 @@ public sealed record DataRecipe
     public double CropPct { get; init; } = 0.875;
 
     /// <summary>How evaluation resizes before the crop; the official code resizes both sides (see
-    /// <see cref="Data.EvalResize.Square"/>).</summary>
-    public EvalResize EvalResize { get; init; } = EvalResize.Square;
+    /// <see cref="ResizeMode.Squash"/>).</summary>
+    public ResizeMode EvalResize { get; init; } = ResizeMode.Squash;
 
     /// <summary>Per-channel mean of pixel values in [0, 1], subtracted after scaling.</summary>
     public (double R, double G, double B) Mean { get; init; } = (0.485, 0.456, 0.406);

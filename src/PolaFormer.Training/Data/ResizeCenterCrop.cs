@@ -1,8 +1,9 @@
+using PolaFormer.Pretrained;
 namespace PolaFormer.Training.Data;
 
-/// <summary>The evaluation transform: resize (see <see cref="EvalResize"/>) to <see cref="ResizeTo"/>, then
+/// <summary>The evaluation transform: resize (see <see cref="ResizeMode"/>) to <see cref="ResizeTo"/>, then
 /// torchvision's <c>CenterCrop(Size)</c> (offsets round((in − out) / 2), half to even).</summary>
-internal sealed class ResizeCenterCrop(int size, int resizeTo, EvalResize mode, Interpolation interpolation) : IImageTransform
+internal sealed class ResizeCenterCrop(int size, int resizeTo, ResizeMode mode, Interpolation interpolation) : IImageTransform
 {
     public int Size { get; } = size;
     public int ResizeTo { get; } = resizeTo;
@@ -22,11 +23,11 @@ internal sealed class ResizeCenterCrop(int size, int resizeTo, EvalResize mode, 
 
     public (int Width, int Height) ResizedSize(int width, int height)
     {
-        if (mode == EvalResize.Square) return (ResizeTo, ResizeTo);
+        if (mode == ResizeMode.Squash) return (ResizeTo, ResizeTo);
         if (width <= height) return (ResizeTo, (int)((long)ResizeTo * height / width));
         return ((int)((long)ResizeTo * width / height), ResizeTo);
     }
 
     public override string ToString() =>
-        FormattableString.Invariant($"Resize({(mode == EvalResize.Square ? $"({ResizeTo}, {ResizeTo})" : ResizeTo.ToString())}, {interpolation.ToString().ToLowerInvariant()}) + CenterCrop({Size})");
+        FormattableString.Invariant($"Resize({(mode == ResizeMode.Squash ? $"({ResizeTo}, {ResizeTo})" : ResizeTo.ToString())}, {interpolation.ToString().ToLowerInvariant()}) + CenterCrop({Size})");
 }

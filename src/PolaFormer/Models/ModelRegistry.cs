@@ -106,6 +106,9 @@ public static class ModelRegistry
         string? attentionTypes = null, (long Height, long Width)? imageSize = null, Device? device = null, ScalarType? dtype = null) =>
         Find(name).Create(new ModelOverrides(numClasses, dropPathRate, attentionTypes, imageSize), device, dtype);
 
+    /// <summary>The configuration registered as <paramref name="name"/>, or null.</summary>
+    internal static ModelInfo? TryDescribe(string name) => Entries.TryGetValue(name, out var entry) ? entry.Info : null;
+
     private static ModelRegistration Find(string name)
     {
         ArgumentNullException.ThrowIfNull(name);

@@ -33,7 +33,7 @@ public static class PretrainedConfigs
     public static PretrainedConfig? Find(string modelName)
     {
         ArgumentNullException.ThrowIfNull(modelName);
-        return Models.ModelRegistry.Names.Contains(modelName, StringComparer.Ordinal) ? Models.ModelRegistry.Describe(modelName).Pretrained : null;
+        return Models.ModelRegistry.TryDescribe(modelName)?.Pretrained;
     }
 
     /// <summary>The configuration of <paramref name="modelName"/>.</summary>

@@ -114,7 +114,7 @@ public sealed class ImagePreprocessorTests : TorchTest
             }
         var image = new RgbImage(width, height, pixels);
         using var bytes = image.ToTensor();
-        foreach (var (mode, config) in new[] { (EvalResize.Square, ImageNet), (EvalResize.ShorterSide, ShorterSide) })
+        foreach (var (mode, config) in new[] { (ResizeMode.Squash, ImageNet), (ResizeMode.ShorterSide, ShorterSide) })
         {
             var pipeline = ImagePipeline.Eval(DataRecipe.ImageNet with { ImageSize = 224, EvalResize = mode });
             using var reference = tensor(pipeline.Process(image), [1, 3, 224, 224]);

@@ -1,3 +1,4 @@
+using PolaFormer.Pretrained;
 using FluentAssertions;
 using PolaFormer.Training.Data;
 using Xunit;
@@ -7,9 +8,9 @@ namespace PolaFormer.Tests.Training.Data;
 public sealed class EvalTransformTests
 {
     [Theory]
-    [InlineData(EvalResize.Square)]
-    [InlineData(EvalResize.ShorterSide)]
-    public void A_500x375_image_is_resized_and_centre_cropped_to_224_removing_its_border(EvalResize mode)
+    [InlineData(ResizeMode.Squash)]
+    [InlineData(ResizeMode.ShorterSide)]
+    public void A_500x375_image_is_resized_and_centre_cropped_to_224_removing_its_border(ResizeMode mode)
     {
         // 10-pixel red border round a green-ish interior: the 224/256 centre crop cuts it away.
         var image = TestImages.Solid(500, 375, 90, 160, 30);
@@ -34,9 +35,9 @@ public sealed class EvalTransformTests
     }
 
     [Theory]
-    [InlineData(EvalResize.Square, 256, 256, 16, 16)]
-    [InlineData(EvalResize.ShorterSide, 341, 256, 58, 16)] // width ⌊256·500/375⌋ = 341, left round(58.5) = 58 (half to even)
-    public void The_crop_window_is_torchvisions(EvalResize mode, int resizedWidth, int resizedHeight, int left, int top)
+    [InlineData(ResizeMode.Squash, 256, 256, 16, 16)]
+    [InlineData(ResizeMode.ShorterSide, 341, 256, 58, 16)] // width ⌊256·500/375⌋ = 341, left round(58.5) = 58 (half to even)
+    public void The_crop_window_is_torchvisions(ResizeMode mode, int resizedWidth, int resizedHeight, int left, int top)
     {
         var transform = new ResizeCenterCrop(224, 256, mode, Interpolation.Bicubic);
         transform.ResizedSize(500, 375).Should().Be((resizedWidth, resizedHeight));
