@@ -28,6 +28,7 @@ try
         "profile-model" => ProfileModelCommand.Run(new Arguments(args.Skip(1))),
         "models" => ListModelsCommand.Run(),
         "kernels" => KernelsCommand.Run(new Arguments(args.Skip(1))),
+        "scalar-stress" => ScalarStressCommand.Run(new Arguments(args.Skip(1))),
         _ => RunBenchmarkDotNet(args),
     };
 }

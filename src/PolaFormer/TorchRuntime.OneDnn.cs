@@ -104,7 +104,7 @@ public static partial class TorchRuntime
         foreach (long width in ProbedWidths)
         {
             var x = randn([2, width, 4, 4], generator: generator);
-            var weight = randn([32, width, 2, 2], generator: generator) / Math.Sqrt(width * 4.0);
+            var weight = randn([32, width, 2, 2], generator: generator).DividedBy(Math.Sqrt(width * 4.0));
             var y = nn.functional.conv2d(x, weight, null, strides: [2, 2]);
             var reference = nn.functional.conv2d(x.to(ScalarType.Float64), weight.to(ScalarType.Float64), null, strides: [2, 2]);
             double error = (y.to(ScalarType.Float64) - reference).abs().max().item<double>();

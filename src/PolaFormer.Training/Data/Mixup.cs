@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Training.Data;
@@ -78,7 +79,7 @@ public sealed class Mixup
         }
         else
         {
-            mixed = images * draw.Lambda + images.flip(0) * (1.0 - draw.Lambda);
+            mixed = images.Times(draw.Lambda).Plus(images.flip(0).Times(1.0 - draw.Lambda));
         }
         var targets = Targets(labels, NumClasses, Options.LabelSmoothing, draw.Lambda, images.device);
         return (mixed.MoveToOuterDisposeScope(), targets.MoveToOuterDisposeScope());
@@ -125,9 +126,11 @@ public sealed class Mixup
         using var scope = NewDisposeScope();
         double off = smoothing / numClasses, on = 1.0 - smoothing + off;
         long n = labels.shape[0];
+        using var offValue = off.ToScalar();
+        using var onValue = on.ToScalar();
         Tensor OneHot(Tensor l) =>
-            full([n, numClasses], off, ScalarType.Float32, device).scatter_(1, l.to(device).view(-1, 1), full([n, 1], on, ScalarType.Float32, device));
-        var y = OneHot(labels) * lambda + OneHot(labels.flip(0)) * (1.0 - lambda);
+            full([n, numClasses], offValue, ScalarType.Float32, device).scatter_(1, l.to(device).view(-1, 1), full([n, 1], onValue, ScalarType.Float32, device));
+        var y = OneHot(labels).Times(lambda).Plus(OneHot(labels.flip(0)).Times(1.0 - lambda));
         return y.MoveToOuterDisposeScope();
     }
 

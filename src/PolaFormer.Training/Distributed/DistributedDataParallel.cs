@@ -138,7 +138,8 @@ public sealed class DistributedDataParallel : IDisposable
             using var flatNoGrad = no_grad();
             Group.AllReduceCoalesced(_flatBuckets.Select(b => b.Slice).ToList(), ReduceOperation.Sum,
                 string.Create(CultureInfo.InvariantCulture, $"{_flatBuckets.Length} flat gradient bucket(s)"));
-            _flat.Gradients.div_(Group.WorldSize);
+            using var worldSize = Group.WorldSize.ToScalar();
+            _flat.Gradients.div_(worldSize);
             return;
         }
         if (_buckets.Length == 0) return;
@@ -251,7 +252,7 @@ public sealed class DistributedDataParallel : IDisposable
         {
             using var counts = Flat.narrow(0, _values, Entries.Length).to(ScalarType.Float32, CPU);
             var present = counts.data<float>().ToArray();
-            Flat.narrow(0, 0, _values).div_(worldSize);
+            using (var ranks = worldSize.ToScalar()) Flat.narrow(0, 0, _values).div_(ranks);
             for (int i = 0; i < Entries.Length; i++)
             {
                 if (present[i] == 0) continue; // no rank produced a gradient: leave it missing

@@ -148,7 +148,9 @@ public abstract class ProcessGroup : IDisposable
         InPlace(tensor, t =>
         {
             using (Watch(what)) AllReduceCore(t, operation == ReduceOperation.Max ? ReduceOperation.Max : ReduceOperation.Sum, what);
-            if (operation == ReduceOperation.Average) t.div_(WorldSize);
+            if (operation != ReduceOperation.Average) return;
+            using var ranks = WorldSize.ToScalar();
+            t.div_(ranks);
         });
     }
 
@@ -177,8 +179,9 @@ public abstract class ProcessGroup : IDisposable
         foreach (var t in tensors) CheckDevice(t, what);
         using var noGrad = no_grad();
         using (Watch(what)) AllReduceManyCore(tensors, operation == ReduceOperation.Max ? ReduceOperation.Max : ReduceOperation.Sum, what);
-        if (operation == ReduceOperation.Average)
-            foreach (var t in tensors) t.div_(WorldSize);
+        if (operation != ReduceOperation.Average) return;
+        using var ranks = WorldSize.ToScalar();
+        foreach (var t in tensors) t.div_(ranks);
     }
 
     /// <summary>Copies <paramref name="tensor"/> of rank <paramref name="root"/> into every rank's

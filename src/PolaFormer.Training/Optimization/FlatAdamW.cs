@@ -134,7 +134,7 @@ public sealed class FlatAdamW : IDisposable
                 if (weightDecay != 0) param.mul_(decay);   // × 1 changes nothing: skip the launch
                 expAvg.mul_(b1).add_(grad, alpha: oneMinusB1);
                 expAvgSq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
-                var denom = expAvgSq.sqrt().div_(correction2).add_(epsilon);
+                var denom = expAvgSq.sqrt().div_(correction2).add_(epsilon, ScalarArithmetic.One);
                 param.addcdiv_(expAvg, denom, value: stepSize);
             }
         }

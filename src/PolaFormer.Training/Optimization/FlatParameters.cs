@@ -201,11 +201,11 @@ public sealed class FlatParameters : IDisposable
         // per-tensor norms do. Two kernels; the buffers' length is a multiple of the row length.
         var wide = Gradients.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? Gradients.to(ScalarType.Float32) : Gradients;
         var norm = wide.view(-1, RowElements).norm(1).norm();
-        // Explicit Scalars (docs/known-issues.md: implicit ones can be freed by the finalizer mid-call).
+        // Explicit Scalars (see ScalarArithmetic: implicit ones can be freed by the finalizer mid-call).
         using var epsilon = 1e-6.ToScalar();
         using var limit = maxNorm.ToScalar();
         using var one = 1.0.ToScalar();
-        var coefficient = norm.add(epsilon).reciprocal_().mul_(limit).clamp_max(one);
+        var coefficient = norm.add(epsilon, one).reciprocal_().mul_(limit).clamp_max(one);
         Gradients.mul_(coefficient.to(Gradients.dtype));
         return norm.MoveToOuterDisposeScope();
     }

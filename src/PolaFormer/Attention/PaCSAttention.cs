@@ -111,7 +111,7 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
         var attended = Implementation == PolarityImplementation.Reference
             ? ReferenceCore(q, k, v, same, opposite, sin, cos, tokens)
             : FastCore(q, k, v, same, opposite, sin, cos, tokens);
-        var merged = attended.transpose(1, 2).reshape(batch, tokens, channels) + local;
+        var merged = attended.transpose(1, 2).reshape(batch, tokens, channels).Plus(local);
         return proj.call(merged * g).MoveToOuterDisposeScope();
     }
 
@@ -123,9 +123,9 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
         var kPositive = nn.functional.relu(k);
         var kNegative = nn.functional.relu(-k);
 
-        var qSame = exp(cat([qPositive, qNegative], -1) * same) - 1;
-        var qOpposite = exp(cat([qNegative, qPositive], -1) * opposite) - 1;
-        var keys = exp(cat([kPositive, kNegative], -1)) - 1;
+        var qSame = exp(cat([qPositive, qNegative], -1) * same).Minus(1.0);
+        var qOpposite = exp(cat([qNegative, qPositive], -1) * opposite).Minus(1.0);
+        var keys = exp(cat([kPositive, kNegative], -1)).Minus(1.0);
         var rotatedKeys = RotaryEmbedding.ThetaShift(keys, sin, cos);
         var meanKey = keys.mean([-2], keepdim: true).transpose(-2, -1);
         var halves = v.chunk(2, -1);
@@ -135,8 +135,8 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
         {
             var normaliser = query.matmul(meanKey);
             var rotated = RotaryEmbedding.ThetaShift(query, sin, cos);
-            var keyValue = (rotatedKeys.transpose(-2, -1) * rootScale).matmul(values * rootScale);
-            return rotated.matmul(keyValue) * (1 / (normaliser + Epsilon));
+            var keyValue = rotatedKeys.transpose(-2, -1).Times(rootScale).matmul(values.Times(rootScale));
+            return rotated.matmul(keyValue) * normaliser.Plus(Epsilon).reciprocal();
         }
 
         return cat([Stream(qSame, halves[0]), Stream(qOpposite, halves[1])], -1);
@@ -152,14 +152,14 @@ public sealed class PaCSAttention : TokenAttention, IRotaryAttention
         var qNegative = nn.functional.relu(-q);
         var kSplit = cat([nn.functional.relu(k), nn.functional.relu(-k)], -1);
         // (B, h, 2, N, 2d): the same-signed and opposite-signed query features stacked on a stream axis.
-        var queries = stack([cat([qPositive, qNegative], -1) * same, cat([qNegative, qPositive], -1) * opposite], 2).exp() - 1;
-        var keys = kSplit.exp() - 1;
+        var queries = stack([cat([qPositive, qNegative], -1) * same, cat([qNegative, qPositive], -1) * opposite], 2).exp().Minus(1.0);
+        var keys = kSplit.exp().Minus(1.0);
         var meanKey = keys.mean([-2], keepdim: true).transpose(-2, -1).unsqueeze(2);                 // (B, h, 1, 2d, 1)
         var rotatedKeys = RotaryEmbedding.ThetaShift(keys, sin, cos).unsqueeze(2);                    // (B, h, 1, N, 2d)
         long half = v.shape[^1] / 2;
         var values = v.unflatten(v.dim() - 1, [2, half]).permute(0, 1, 3, 2, 4);                               // (B, h, 2, N, d/2)
-        var keyValue = rotatedKeys.transpose(-2, -1).matmul(values) * (1.0 / tokens);                 // (B, h, 2, 2d, d/2)
-        var normaliser = queries.matmul(meanKey) + Epsilon;                                           // (B, h, 2, N, 1)
+        var keyValue = rotatedKeys.transpose(-2, -1).matmul(values).Times(1.0 / tokens);              // (B, h, 2, 2d, d/2)
+        var normaliser = queries.matmul(meanKey).Plus(Epsilon);                                        // (B, h, 2, N, 1)
         var output = RotaryEmbedding.ThetaShift(queries, sin, cos).matmul(keyValue) / normaliser;     // (B, h, 2, N, d/2)
         return output.permute(0, 1, 3, 2, 4).flatten(-2);                                             // (B, h, N, d)
     }

@@ -102,9 +102,9 @@ public static class PolarityAttention
         {
             // Padding keys drop out and the 1/n factors count the real keys only.
             keep = keyMask.to_type(q.dtype).unsqueeze(1).unsqueeze(-1);                    // (B, 1, n, 1)
-            var real = keep.sum([-2], keepdim: true).clamp_min(1);                           // (B, 1, 1, 1)
+            var real = keep.sum([-2], keepdim: true).clamp_min(ScalarArithmetic.One);       // (B, 1, 1, 1)
             invSqrtN = real.rsqrt();
-            meanScale = real.reciprocal() * n;
+            meanScale = real.reciprocal().Times(n);
         }
 
         var qPos = nn.functional.relu(q).pow(power);
@@ -122,10 +122,10 @@ public static class PolarityAttention
         var kMeanT = (kk.mean([-2], keepdim: true) * meanScale).transpose(-2, -1);
         var kT = kk.transpose(-2, -1) * invSqrtN;
 
-        var z = 1 / (qSim.matmul(kMeanT) + epsilon);
+        var z = qSim.matmul(kMeanT).Plus(epsilon).reciprocal();
         var kv = kT.matmul(v1 * invSqrtN);
         var xSim = qSim.matmul(kv) * z;
-        z = 1 / (qOpp.matmul(kMeanT) + epsilon);
+        z = qOpp.matmul(kMeanT).Plus(epsilon).reciprocal();
         kv = kT.matmul(v2 * invSqrtN);
         var xOpp = qOpp.matmul(kv) * z;
 
@@ -170,7 +170,7 @@ public static class PolarityAttention
         }
         var attended = Compute(q, k, v, power, epsilon, implementation, keyMask, precision);
         long batch = q.shape[0], tokens = q.shape[2], channels = q.shape[1] * q.shape[3];
-        return ((attended + local).transpose(1, 2).reshape(batch, tokens, channels) * gate).MoveToOuterDisposeScope();
+        return (attended.Plus(local).transpose(1, 2).reshape(batch, tokens, channels) * gate).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -185,7 +185,7 @@ public static class PolarityAttention
         var y = FastProducts(q, k, v, power, keyMask);
         y = y.unflatten(y.dim() - 1, 2, half + 1);
         var numerator = y[.., .., .., .., ..(int)half];
-        var normaliser = y[.., .., .., .., (int)half..].add(epsilon);
+        var normaliser = y[.., .., .., .., (int)half..].Plus(epsilon);
         return numerator.div(normaliser).flatten(-2).MoveToOuterDisposeScope();
     }
 
@@ -206,7 +206,7 @@ public static class PolarityAttention
         {
             var keep = keyMask.to_type(q.dtype).unsqueeze(1).unsqueeze(-1);                // (B, 1, n, 1)
             kFeatures = kFeatures * keep;
-            keyCount = keep.sum([-2], keepdim: true).clamp_min(1);                         // (B, 1, 1, 1)
+            keyCount = keep.sum([-2], keepdim: true).clamp_min(ScalarArithmetic.One);     // (B, 1, 1, 1)
         }
 
         // One matmul gives both Kᵀv and the key sums: v widened to [v₁, 1, v₂, 1] makes each stream's d/2 + 1
@@ -237,8 +237,8 @@ public static class PolarityAttention
     internal static Tensor SignSplitFeaturesFromOperators(Tensor x, Tensor power)
     {
         var magnitude = x.abs().pow(power);
-        var positive = x.gt(0).to_type(x.dtype);
-        var negative = x.lt(0).to_type(x.dtype);
+        var positive = x.gt(ScalarArithmetic.Zero).to_type(x.dtype);
+        var negative = x.lt(ScalarArithmetic.Zero).to_type(x.dtype);
         return cat([magnitude.mul(positive), magnitude.mul(negative)], -1);
     }
 

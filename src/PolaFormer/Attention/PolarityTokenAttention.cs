@@ -38,14 +38,10 @@ public abstract class PolarityTokenAttention : TokenAttention
         Alpha = alpha;
         Implementation = implementation;
         _alpha = alpha.ToScalar();
-        _one = 1.0.ToScalar();
     }
 
-    // The scalars of the exponent, held for the layer's lifetime: TorchSharp 0.107 frees a Scalar made by implicit
-    // conversion from its finalizer, which can run while the native call that received it is still reading it (a
-    // digits run died once with "Unknown scalar type" on this very line; TorchSharp PR #1496 is about such Scalars).
+    // α as a Scalar held for the layer's lifetime (see ScalarArithmetic for why no Scalar here is a temporary).
     private readonly Scalar _alpha;
-    private readonly Scalar _one;
 
     /// <inheritdoc />
     public override char Letter => 'L';
@@ -75,7 +71,7 @@ public abstract class PolarityTokenAttention : TokenAttention
     protected abstract Dropout OutputDropout { get; }
 
     /// <summary>softplus(scale), the divisor of q and k.</summary>
-    protected Tensor SoftScale() => nn.functional.softplus(Scale);
+    protected Tensor SoftScale() => ScalarArithmetic.Softplus(Scale);
 
     /// <summary>
     /// The layer after its projections: scales q and k (adding the positional encoding to k), raises both streams
@@ -100,9 +96,9 @@ public abstract class PolarityTokenAttention : TokenAttention
         long batch = q.shape[0], tokens = q.shape[1], keys = k.shape[1], heads = NumHeads;
         // The official q / s and (k + encoding) / s; where the division was folded into the projection only the
         // encoding still needs it.
-        k = keyScaled ? k + keyEncoding / softScale : (k + keyEncoding) / softScale;
+        k = keyScaled ? k.Plus(keyEncoding / softScale) : k.Plus(keyEncoding) / softScale;
         if (!queryScaled) q = q / softScale;
-        var exponent = sigmoid(Power).mul(_alpha).add(_one);   // 1 + α·sigmoid(p)
+        var exponent = sigmoid(Power).mul(_alpha).Plus(1.0);   // 1 + α·sigmoid(p)
 
         q = SplitHeads(q, batch, tokens, heads);
         k = SplitHeads(k, batch, keys, heads);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Attention;
@@ -64,7 +65,8 @@ public static class RotaryEmbedding
         // The official buffer is computed in its dtype as base ** linspace(0, 1, n); done the same way here so float32
         // tables agree with the official ones to the last bit or two.
         var exponents = linspace(0, 1, frequencies, dtype: type, device: device);
-        var angle = 1.0 / full(frequencies, rotaryBase, dtype: type, device: device).pow(exponents);
+        using var baseScalar = rotaryBase.ToScalar();
+        var angle = full(frequencies, baseScalar, dtype: type, device: device).pow(exponents).reciprocal();
         return angle.unsqueeze(-1).repeat(1, 2).flatten().MoveToOuterDisposeScope();
     }
 
@@ -80,8 +82,8 @@ public static class RotaryEmbedding
         Check.Positive(width, nameof(width));
         using var scope = NewDisposeScope();
         long tableWidth = 2 * angle.shape[0];
-        var rows = arange(height, dtype: angle.dtype, device: angle.device).unsqueeze(-1) * angle;   // (H, w/2)
-        var columns = arange(width, dtype: angle.dtype, device: angle.device).unsqueeze(-1) * angle; // (W, w/2)
+        var rows = ScalarArithmetic.Arange(height, angle.dtype, angle.device).unsqueeze(-1) * angle;   // (H, w/2)
+        var columns = ScalarArithmetic.Arange(width, angle.dtype, angle.device).unsqueeze(-1) * angle; // (W, w/2)
         var rowPhase = rows.unsqueeze(1).expand(height, width, -1);
         var columnPhase = columns.unsqueeze(0).expand(height, width, -1);
         var sin = cat([rowPhase.sin(), columnPhase.sin()], -1).reshape(height * width, tableWidth);
@@ -117,7 +119,7 @@ public static class RotaryEmbedding
         if (x.dim() < 2 || x.shape[^1] != sin.shape[1] || x.shape[^2] != sin.shape[0])
             throw new ArgumentException(
                 $"x has shape {Check.Format(x.shape)}; expected (…, N={sin.shape[0]}, d={sin.shape[1]}) to match the rotary tables.", nameof(x));
-        return x * cos + RotateEveryTwo(x) * sin;
+        return (x * cos).Plus(RotateEveryTwo(x) * sin);
     }
 }
 

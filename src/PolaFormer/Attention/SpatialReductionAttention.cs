@@ -103,9 +103,9 @@ public sealed class SpatialReductionAttention : TokenAttention
         var parts = kv.call(kvInput).reshape(batch, -1, 2, heads, headDim).permute(2, 0, 3, 1, 4).unbind(0);
         var (key, value) = (parts[0], parts[1]);
 
-        var attn = query.matmul(key.transpose(-2, -1)) * _scale;
+        var attn = query.matmul(key.transpose(-2, -1)).Times(_scale);
         if (paddingMask is not null)
-            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(MaskedScoreBias).unsqueeze(1).unsqueeze(1);
+            attn = MaskPaddedKeys(attn, paddingMask);
         attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(value).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();

@@ -76,6 +76,11 @@ public abstract class TokenAttention : nn.Module<Tensor, Tensor>
     protected static Tensor SplitHeads(Tensor t, long batch, long tokens, long heads) =>
         t.reshape(batch, tokens, heads, -1).permute(0, 2, 1, 3);
 
+    /// <summary>Softmax scores (B, heads, N, n) with the padded keys masked out: <see cref="MaskedScoreBias"/> added
+    /// where the (B, n) <paramref name="paddingMask"/> is 0.</summary>
+    protected static Tensor MaskPaddedKeys(Tensor scores, Tensor paddingMask) =>
+        scores.Plus(paddingMask.to_type(scores.dtype).OneMinus().Times(MaskedScoreBias).unsqueeze(1).unsqueeze(1));
+
     /// <summary>Checks a padding mask is (B, N) for tokens x (B, N, C).</summary>
     protected static void CheckPaddingMask(Tensor? paddingMask, Tensor x)
     {

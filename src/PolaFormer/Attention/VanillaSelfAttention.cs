@@ -90,8 +90,8 @@ public sealed class VanillaSelfAttention : TokenAttention, IRotaryAttention
         q = RotaryEmbedding.ThetaShift(SplitHeads(q, batch, tokens, heads), sin, cos);
         k = RotaryEmbedding.ThetaShift(SplitHeads(k, batch, tokens, heads), sin, cos);
         v = SplitHeads(v, batch, tokens, heads);
-        var weights = softmax((q * _scale).matmul(k.transpose(-1, -2)), -1);
-        var attended = weights.matmul(v).transpose(1, 2).reshape(batch, tokens, channels) + local;
+        var weights = softmax(q.Times(_scale).matmul(k.transpose(-1, -2)), -1);
+        var attended = weights.matmul(v).transpose(1, 2).reshape(batch, tokens, channels).Plus(local);
         return proj.call(attended * o).MoveToOuterDisposeScope();
     }
 }

@@ -105,21 +105,21 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
         using var scope = NewDisposeScope();
         var parts = qkv.call(x).reshape(batch, tokens, 3, heads, channels / heads).permute(2, 0, 3, 1, 4).unbind(0);
         var (q, k, v) = (parts[0], parts[1], parts[2]);
-        var attn = (q * _scale).matmul(k.transpose(-2, -1));
+        var attn = q.Times(_scale).matmul(k.transpose(-2, -1));
 
         var (table, index) = height == WindowSize
             ? (relative_position_bias_table, relative_position_index)
             : ResizedTable(height, x.device);
         var bias = table.index_select(0, index.view(-1)).view(tokens, tokens, -1).permute(2, 0, 1);
-        attn = attn + bias.unsqueeze(0);
+        attn = attn.Plus(bias.unsqueeze(0));
         if (mask is not null)
         {
             long windows = mask.shape[0];
-            attn = (attn.view(batch / windows, windows, heads, tokens, tokens) + mask.unsqueeze(1).unsqueeze(0))
+            attn = attn.view(batch / windows, windows, heads, tokens, tokens).Plus(mask.unsqueeze(1).unsqueeze(0))
                 .view(-1, heads, tokens, tokens);
         }
         if (paddingMask is not null)
-            attn = attn + (1 - paddingMask.to_type(attn.dtype)).mul(MaskedScoreBias).unsqueeze(1).unsqueeze(1);
+            attn = MaskPaddedKeys(attn, paddingMask);
         attn = attn_drop.call(attn.softmax(-1));
         var output = attn.matmul(v).transpose(1, 2).reshape(batch, tokens, channels);
         return proj_drop.call(proj.call(output)).MoveToOuterDisposeScope();
@@ -166,9 +166,10 @@ public sealed class WindowAttention : TokenAttention, Checkpoints.IDerivedStateC
     internal static Tensor RelativePositionIndex(long windowSize)
     {
         using var scope = NewDisposeScope();
-        var coords = stack(meshgrid([arange(windowSize), arange(windowSize)], indexing: "ij")).flatten(1); // (2, w²)
-        var relative = (coords.unsqueeze(2) - coords.unsqueeze(1)).permute(1, 2, 0) + (windowSize - 1);    // (w², w², 2)
-        var index = relative.select(-1, 0) * (2 * windowSize - 1) + relative.select(-1, 1);
+        var axis = ScalarArithmetic.Arange(windowSize);
+        var coords = stack(meshgrid([axis, axis], indexing: "ij")).flatten(1);                                 // (2, w²)
+        var relative = (coords.unsqueeze(2) - coords.unsqueeze(1)).permute(1, 2, 0).Plus(windowSize - 1);     // (w², w², 2)
+        var index = relative.select(-1, 0).Times(2 * windowSize - 1).Plus(relative.select(-1, 1));
         return index.to(int64).contiguous().MoveToOuterDisposeScope();
     }
 }

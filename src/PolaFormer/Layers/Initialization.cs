@@ -1,3 +1,4 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -22,9 +23,13 @@ public static class Initialization
         using var noGrad = no_grad();
         tensor.uniform_(2 * lower - 1, 2 * upper - 1, generator);
         tensor.erfinv_();
-        tensor.mul_(std * Math.Sqrt(2));
-        tensor.add_(mean);
-        tensor.clamp_(a, b);
+        using var scale = (std * Math.Sqrt(2)).ToScalar();
+        using var shift = mean.ToScalar();
+        using var low = a.ToScalar();
+        using var high = b.ToScalar();
+        tensor.mul_(scale);
+        tensor.add_(shift, ScalarArithmetic.One);
+        tensor.clamp_(low, high);
         return tensor;
     }
 
@@ -43,7 +48,7 @@ public static class Initialization
                     linear.bias?.zero_();
                     break;
                 case LayerNorm layerNorm:
-                    layerNorm.weight?.fill_(1.0);
+                    layerNorm.weight?.fill_(ScalarArithmetic.One);
                     layerNorm.bias?.zero_();
                     break;
             }

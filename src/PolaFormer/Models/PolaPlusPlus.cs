@@ -4,6 +4,8 @@ using PolaFormer.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+// PyTorch-named BatchNorm whose forward makes no temporary Scalar (TorchSharp's does; see ScalarArithmetic).
+using BatchNorm2d = PolaFormer.Layers.BatchNorm2d;
 
 namespace PolaFormer.Models;
 
@@ -194,7 +196,7 @@ public sealed class PolaPlusPlus : Backbone
             _featureInfo[i] = new FeatureInfo($"layers.{i}", options.EmbedDims[last ? i : i + 1], 4L << Math.Min(i + 1, PolaPlusPlusOptions.StageCount - 1));
         }
         proj = nn.Conv2d(options.EmbedDims[^1], options.Projection, 1, device: device, dtype: dtype);
-        norm = nn.BatchNorm2d(options.Projection, device: device, dtype: dtype);
+        norm = new BatchNorm2d(options.Projection, device: device, dtype: dtype);
         head = NewHead(options.NumClasses, device, dtype);
 
         RegisterComponents();
@@ -310,16 +312,16 @@ internal sealed class PolaPlusPlusStem : nn.Module<Tensor, Tensor>
         // Indices 0 … 10 as in the official nn.Sequential, so the keys read patch_embed.proj.<i>.
         proj = nn.Sequential(
             ("0", nn.Conv2d(inChannels, half, 3, stride: 2, padding: 1, device: device, dtype: dtype)),
-            ("1", nn.BatchNorm2d(half, device: device, dtype: dtype)),
+            ("1", new BatchNorm2d(half, device: device, dtype: dtype)),
             ("2", nn.GELU()),
             ("3", nn.Conv2d(half, half, 3, stride: 1, padding: 1, device: device, dtype: dtype)),
-            ("4", nn.BatchNorm2d(half, device: device, dtype: dtype)),
+            ("4", new BatchNorm2d(half, device: device, dtype: dtype)),
             ("5", nn.GELU()),
             ("6", nn.Conv2d(half, half, 3, stride: 1, padding: 1, device: device, dtype: dtype)),
-            ("7", nn.BatchNorm2d(half, device: device, dtype: dtype)),
+            ("7", new BatchNorm2d(half, device: device, dtype: dtype)),
             ("8", nn.GELU()),
             ("9", nn.Conv2d(half, embedDim, 3, stride: 2, padding: 1, device: device, dtype: dtype)),
-            ("10", nn.BatchNorm2d(embedDim, device: device, dtype: dtype)));
+            ("10", new BatchNorm2d(embedDim, device: device, dtype: dtype)));
         RegisterComponents();
     }
 
@@ -386,11 +388,11 @@ internal sealed class PolaPlusPlusDownsample : nn.Module<Tensor, Tensor>
     public PolaPlusPlusDownsample(long dim, long outDim, Device? device, ScalarType? dtype) : base(nameof(PolaPlusPlusDownsample))
     {
         reduction = nn.Conv2d(dim, outDim, 3, stride: 2, padding: 1, device: device, dtype: dtype);
-        norm = nn.BatchNorm2d(outDim, device: device, dtype: dtype);
+        norm = new BatchNorm2d(outDim, device: device, dtype: dtype);
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => norm.forward(reduction.forward(x));
+    public override Tensor forward(Tensor x) => norm.call(reduction.call(x));
 }
 
 /// <summary>Official <c>LayerNorm2d</c>: LayerNorm over the channels of a (B, C, H, W) map (kept as a wrapper so the
@@ -433,7 +435,7 @@ internal sealed class PolaPlusPlusFeedForward : nn.Module<Tensor, long, long, Te
         long batch = x.shape[0];
         var hidden = nn.functional.gelu(fc1.call(x));
         var map = hidden.transpose(1, 2).reshape(batch, _hidden, height, width);
-        hidden = (dwconv.call(map) + map).flatten(2).transpose(1, 2);
+        hidden = dwconv.call(map).Plus(map).flatten(2).transpose(1, 2);
         return fc2.call(hidden).MoveToOuterDisposeScope();
     }
 }
@@ -468,8 +470,9 @@ internal sealed class PolaPlusPlusBlock : nn.Module<Tensor, Tensor>
         if (options.LayerScales[stage])
         {
             double init = options.LayerInitValues[stage];
-            gamma_1 = new Parameter(full(1, dim, 1, 1, init, dtype: dtype, device: device));
-            gamma_2 = new Parameter(full(1, dim, 1, 1, init, dtype: dtype, device: device));
+            using var initScalar = init.ToScalar();
+            gamma_1 = new Parameter(full(1, dim, 1, 1, initScalar, dtype: dtype, device: device));
+            gamma_2 = new Parameter(full(1, dim, 1, 1, initScalar, dtype: dtype, device: device));
         }
         RegisterComponents();
     }
@@ -482,12 +485,12 @@ internal sealed class PolaPlusPlusBlock : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], channels = x.shape[1], height = x.shape[2], width = x.shape[3];
-        x = x + pos.call(x);
+        x = x.Plus(pos.call(x));
         var rotary = (IRotaryAttention)attn;
         var branch = rotary.ForwardWithTables(norm1.call(x), height, width, _linear ? sinLinear : sin, _linear ? cosLinear : cos);
-        x = x + Branch(ToMap(branch, batch, channels, height, width), gamma_1);
+        x = x.Plus(Branch(ToMap(branch, batch, channels, height, width), gamma_1));
         branch = ffn.forward(norm2.call(x), height, width);
-        x = x + Branch(ToMap(branch, batch, channels, height, width), gamma_2);
+        x = x.Plus(Branch(ToMap(branch, batch, channels, height, width), gamma_2));
         return x.MoveToOuterDisposeScope();
     }
 

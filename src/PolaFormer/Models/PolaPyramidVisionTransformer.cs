@@ -397,7 +397,7 @@ public sealed class PolaPyramidVisionTransformer : Backbone
         for (int i = 0; i < StageCount; i++)
         {
             var (tokens, height, width) = PatchEmbedAt(i).Embed(x);
-            tokens = PosDropAt(i).call(tokens + PositionEmbedding(i, height, width));
+            tokens = PosDropAt(i).call(tokens.Plus(PositionEmbedding(i, height, width)));
             foreach (var block in BlocksAt(i))
             {
                 tokens = block.call(tokens, height, width);
@@ -504,9 +504,9 @@ internal sealed class PolaPvtBlock : nn.Module<Tensor, long, long, Tensor>
     {
         using var scope = NewDisposeScope();
         var branch = attn.forward(norm1.call(x), height, width);
-        x = x + (drop_path?.call(branch) ?? branch);
+        x = x.Plus(drop_path?.call(branch) ?? branch);
         branch = mlp.call(norm2.call(x));
-        x = x + (drop_path?.call(branch) ?? branch);
+        x = x.Plus(drop_path?.call(branch) ?? branch);
         return x.MoveToOuterDisposeScope();
     }
 }

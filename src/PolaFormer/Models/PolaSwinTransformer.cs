@@ -376,7 +376,7 @@ public sealed class PolaSwinTransformer : Backbone
     private Tensor? RunStages(Tensor images, IReadOnlySet<int>? wanted, bool norm, int stopUntil, List<Tensor>? maps)
     {
         var (x, height, width) = patch_embed.Embed(images);
-        if (absolute_pos_embed is not null) x = x + _positionResizer!.Resize(absolute_pos_embed, height, width);
+        if (absolute_pos_embed is not null) x = x.Plus(_positionResizer!.Resize(absolute_pos_embed, height, width));
         x = pos_drop.call(x);
 
         for (int i = 0; i < layers.Count; i++)
@@ -527,8 +527,8 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         map = Reverse(attended, window, batch, paddedHeight, paddedWidth, channels);
         if (shift > 0) map = map.roll([shift, shift], [1, 2]);
         if (padded) map = map.narrow(1, 0, height).narrow(2, 0, width);
-        var y = x + drop_path.call(map.reshape(batch, height * width, channels));
-        y = y + drop_path.call(mlp.call(norm2.call(y)));
+        var y = x.Plus(drop_path.call(map.reshape(batch, height * width, channels)));
+        y = y.Plus(drop_path.call(mlp.call(norm2.call(y))));
         return y.MoveToOuterDisposeScope();
     }
 
@@ -554,14 +554,17 @@ internal sealed class PolaSwinBlock : nn.Module<Tensor, long, long, Tensor>
         // Regions along one axis, as the official slices (0, -w), (-w, -s), (-s, None) label them.
         static Tensor Regions(long n, long window, long shift)
         {
-            var index = arange(n, dtype: int64);
-            return index.ge(n - window).to(int64) + index.ge(n - shift).to(int64);
+            var index = ScalarArithmetic.Arange(n, int64);
+            using var windowStart = (n - window).ToScalar();
+            using var shiftStart = (n - shift).ToScalar();
+            return index.ge(windowStart).to(int64).Plus(index.ge(shiftStart).to(int64));
         }
-        var labels = (Regions(height, window, shift).unsqueeze(1) * 3 + Regions(width, window, shift).unsqueeze(0))
+        var labels = Regions(height, window, shift).unsqueeze(1).Times(3).Plus(Regions(width, window, shift).unsqueeze(0))
             .to(float32).view(1, height, width, 1);
         var windows = Partition(labels, window).view(-1, window * window);
         var difference = windows.unsqueeze(1) - windows.unsqueeze(2);
-        var mask = zeros_like(difference).masked_fill(difference.ne(0), TokenAttention.MaskedScoreBias);
+        using var bias = TokenAttention.MaskedScoreBias.ToScalar();
+        var mask = zeros_like(difference).masked_fill(difference.ne(ScalarArithmetic.Zero), bias);
         return mask.to(dtype, device).MoveToOuterDisposeScope();
     }
 

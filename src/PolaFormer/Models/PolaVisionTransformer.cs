@@ -257,7 +257,7 @@ public sealed class PolaVisionTransformer : Backbone
             throw new ArgumentException($"images are {ph} × {pw}; both sides must be multiples of the patch size {p}.", nameof(images));
         var (x, h, w) = patch_embed.Embed(images);
         if (cls_token is not null) x = cat([cls_token.expand(x.shape[0], -1, -1), x], 1);
-        x = pos_drop.call(x + PositionalEmbedding(h, w));
+        x = pos_drop.call(x.Plus(PositionalEmbedding(h, w)));
         for (int i = 0; i < blocks.Count; i++)
         {
             x = blocks[i].call(x, h, w);
@@ -316,8 +316,8 @@ public sealed class PolaVisionTransformer : Backbone
         public override Tensor forward(Tensor x, long height, long width)
         {
             using var scope = NewDisposeScope();
-            x = x + drop_path.call(attn.forward(norm1.call(x), height, width));
-            x = x + drop_path.call(mlp.call(norm2.call(x)));
+            x = x.Plus(drop_path.call(attn.forward(norm1.call(x), height, width)));
+            x = x.Plus(drop_path.call(mlp.call(norm2.call(x))));
             return x.MoveToOuterDisposeScope();
         }
     }

@@ -87,7 +87,7 @@ public sealed class ImagePreprocessor
 
         using var scope = NewDisposeScope();
         var x = images.dim() == 3 ? images.unsqueeze(0) : images;
-        x = bytes ? x.to_type(ScalarType.Float32) / 255.0 : x.to_type(ScalarType.Float32);
+        x = bytes ? x.to_type(ScalarType.Float32).DividedBy(255.0) : x.to_type(ScalarType.Float32);
         long height = x.shape[2], width = x.shape[3];
         var (resizeHeight, resizeWidth) = ResizeTarget(height, width);
         if (resizeHeight != height || resizeWidth != width)

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PolaFormer.Attention.Kernels.Cuda;
@@ -93,7 +94,9 @@ internal abstract unsafe class KernelLauncher
     /// writes then shows up as NaN instead of as stale memory); otherwise does nothing.</summary>
     public virtual void PrepareOutput(Tensor output)
     {
-        if (CudaKernels.PoisonOutputs) output.fill_(double.NaN);
+        if (!CudaKernels.PoisonOutputs) return;
+        using var nan = double.NaN.ToScalar();
+        output.fill_(nan);
     }
 
     /// <summary>Runs or queues the kernel; <paramref name="parameters"/> points at each argument's value.</summary>
