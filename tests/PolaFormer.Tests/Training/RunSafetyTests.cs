@@ -196,8 +196,8 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
     [Fact]
     public void A_full_disk_is_recognised_and_reported_with_the_size_needed_and_the_checkpoint_kept()
     {
-        // A full file system cannot be made here without privileges (no loop or tmpfs mounts); /dev/full fails every
-        // write with ENOSPC, the error the atomic writer passes up when the disk is full.
+        // Needs no privileges: /dev/full fails every write with ENOSPC, the error the atomic writer passes up when the
+        // disk is full. The test after this one fills a real file system where the tests may mount one.
         File.Exists("/dev/full").Should().BeTrue("Linux provides /dev/full");
         var real = FluentActions.Invoking(() =>
         {
@@ -215,6 +215,34 @@ public sealed class RunSafetyTests : TorchTest, IDisposable
         var error = Trainer.DiskFull(new IOException("No space left on device", 28), folder, folder.PathFor(1, 3), 123_400_000);
         error.Message.Should().Match($"The file system of '{folder.Folder}' is full: checkpoint epoch-0001-step-000003.ckpt needs about 123.4 MB, * MB free; the previous checkpoint epoch-0001.ckpt is intact. Free space and run the same command to continue from it.");
         error.InnerException!.Message.Should().Be("No space left on device");
+    }
+
+    [MountFact]
+    public void On_a_real_full_file_system_the_run_stops_naming_the_space_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_result()
+    {
+        var data = Data();
+        var uninterrupted = Make(Options(epochs: 2), data, "straight").Run();
+
+        // Room for the run's checkpoints, filled to the last byte once epoch 2 has begun: its checkpoint cannot be written.
+        using var disk = SmallFileSystem.Mount(Path.Combine(_root, "full"), 16L << 20);
+        var first = Make(Options(epochs: 2), data, "full");
+        first.StepCompleted += step => { if (step == 7) disk.Fill(); };   // 6 steps per epoch
+        var error = FluentActions.Invoking(() => first.Run()).Should().Throw<IOException>().Which;
+        _output.WriteLine(error.Message);
+        error.Message.Should().Match($"The file system of '{disk.Folder}' is full: checkpoint epoch-0002.ckpt needs about * MB, * MB free; "
+            + "the previous checkpoint epoch-0001.ckpt is intact. Free space and run the same command to continue from it.");
+        Directory.EnumerateFiles(disk.Folder, "*.tmp*").Should().BeEmpty("the failed write removes its temporary file");
+        TrainingCheckpoint.ReadState(Path.Combine(disk.Folder, "epoch-0001.ckpt")).Epoch.Should().Be(1);
+
+        disk.Free();
+        var resumed = Make(Options(epochs: 2), data, "full").Run();
+        resumed.ResumedFrom.Should().EndWith("epoch-0001.ckpt");
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var expected = PolaFormer.Checkpoints.Checkpoint.ReadStateDict(uninterrupted.WeightsPath);
+        var actual = PolaFormer.Checkpoints.Checkpoint.ReadStateDict(resumed.WeightsPath);
+        actual.Keys.Should().BeEquivalentTo(expected.Keys);
+        foreach (var (name, tensor) in expected)
+            actual[name].eq(tensor).all().item<bool>().Should().BeTrue($"{name} must be bit-identical to the uninterrupted run's");
     }
 
     [Fact]
