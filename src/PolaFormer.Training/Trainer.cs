@@ -173,7 +173,12 @@ public sealed class Trainer
             ? new Schedule(step => CheckedRate(custom(new ScheduleStep(step, stepsPerEpoch, totalSteps, baseLr)), step))
             : new Schedule(recipeSchedule.At);
         var lossOf = _components.Loss ?? SoftTargetCrossEntropy.Compute;
-        using var optimizer = new FlatAdamW(flat, [_options.WeightDecay, 0], lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps);
+        using var flatAdamW = _components.Optimizer is null
+            ? new FlatAdamW(flat, [_options.WeightDecay, 0], lr: schedule.At(0), beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Eps)
+            : null;
+        using var customOptimizer = _components.Optimizer?.Invoke(new OptimizerParameters(decay, noDecay, _options.WeightDecay, schedule.At(0)));
+        TorchSharp.Modules.OptimizerHelper optimizer = flatAdamW?.Optimizer ?? customOptimizer
+            ?? throw new InvalidOperationException("TrainerComponents.Optimizer returned null; expected a TorchSharp optimizer over the parameters it was given.");
         var mixup = new Mixup(recipe.Mixup, classes, _options.Seed + rank);
 
         string optionsJson = JsonSerializer.Serialize(_options);
@@ -188,7 +193,7 @@ public sealed class Trainer
         {
             var recorded = recordedState ?? TrainingCheckpoint.ReadState(resumePath);   // ranks > 0 of an auto-resume
             CheckSameRun(resumePath, recorded, dataFingerprint, explicitResume: resumeFrom is not null);
-            state = TrainingCheckpoint.Load(resumePath, model, optimizer.Optimizer, ema);
+            state = TrainingCheckpoint.Load(resumePath, model, optimizer, ema);
             // The options and data of this run from now on; the position and best accuracy come from the checkpoint.
             state = state with { OptionsJson = optionsJson, DataFingerprint = dataFingerprint };
             resumedFrom = resumePath;
@@ -210,7 +215,7 @@ public sealed class Trainer
             long samples = epoch == state.Epoch ? state.EpochSamples : 0;
             long trainImages = 0;
             long globalStep = state.GlobalStep;
-            SetLearningRate(optimizer.Optimizer, schedule.At(globalStep));
+            SetLearningRate(optimizer, schedule.At(globalStep));
             lowPrecision?.Refresh();
             compute.train();
             _progress.StartEpoch(epoch, _options.Epochs, stepsPerEpoch, first);
@@ -231,7 +236,7 @@ public sealed class Trainer
                     if (loss.numel() != 1)
                         throw new InvalidOperationException(
                             $"TrainerComponents.Loss returned a tensor of shape ({string.Join(", ", loss.shape)}); expected a scalar (one element) to differentiate.");
-                    optimizer.ZeroGradients();
+                    flat.ZeroGradients();
                     (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
                     lowPrecision?.MoveGradients();
                     ddp?.AverageGradients();
@@ -239,7 +244,8 @@ public sealed class Trainer
                     if (finiteGradients)
                     {
                         if (_options.ClipGrad > 0) flat.ClipGradientNorm(_options.ClipGrad);
-                        optimizer.Step();
+                        if (flatAdamW is not null) flatAdamW.Step();
+                        else customOptimizer!.step();
                         lowPrecision?.Refresh();
                         ema?.Update(model);
                     }
@@ -254,7 +260,7 @@ public sealed class Trainer
                     trainImages += batch.Count * world;
                     globalStep++;
                     double lr = schedule.At(globalStep - 1);
-                    SetLearningRate(optimizer.Optimizer, schedule.At(globalStep));
+                    SetLearningRate(optimizer, schedule.At(globalStep));
                     _progress.Step(batch.Index, value, lr, batch.Count * world);
                 }
 
@@ -263,12 +269,12 @@ public sealed class Trainer
                 bool endOfEpoch = batch.Index + 1 == stepsPerEpoch;
                 if ((group is null ? cancellationToken.IsCancellationRequested : stopAgreed) && !endOfEpoch)
                 {
-                    Save(state, model, optimizer.Optimizer, ema);
+                    Save(state, model, optimizer, ema);
                     _progress.Info($"stopped at epoch {epoch + 1}, step {state.StepInEpoch}; checkpoint written, run again to continue");
                     throw new OperationCanceledException(cancellationToken);
                 }
                 if (!endOfEpoch && _options.CheckpointEverySteps > 0 && state.StepInEpoch % _options.CheckpointEverySteps == 0)
-                    Save(state, model, optimizer.Optimizer, ema);
+                    Save(state, model, optimizer, ema);
             }
             double trainSeconds = clock.Elapsed.TotalSeconds;
 
@@ -286,7 +292,7 @@ public sealed class Trainer
             }
 
             state = state with { Epoch = epoch + 1, StepInEpoch = 0, BestTop1 = best, EpochLossSum = 0, EpochSamples = 0 };
-            var path = Save(state, model, optimizer.Optimizer, ema);
+            var path = Save(state, model, optimizer, ema);
             if (rank == 0)
             {
                 if (isBest) CopyAtomically(path, Checkpoints.BestPath);
@@ -389,7 +395,7 @@ public sealed class Trainer
         : ModelRegistry.Create(_options.Model, numClasses: classes, dropPathRate: _options.DropPathRate,
             attentionTypes: _options.AttentionTypes, imageSize: (_data.Recipe.ImageSize, _data.Recipe.ImageSize), device: device);
 
-    private string Save(TrainingState state, Backbone model, AdamW optimizer, ModelEma? ema)
+    private string Save(TrainingState state, Backbone model, TorchSharp.Modules.OptimizerHelper optimizer, ModelEma? ema)
     {
         var path = Checkpoints.PathFor(state.Epoch, state.StepInEpoch);
         if (_group is not { Rank: > 0 })

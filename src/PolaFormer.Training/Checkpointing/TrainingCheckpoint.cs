@@ -91,10 +91,20 @@ public static class TrainingCheckpoint
             if (!emaReport.IsExact) throw new StateDictMismatchException(emaReport, path + " (EMA)");
         }
 
+        // The optimizer first: a checkpoint of another optimizer (TrainerComponents.Optimizer changed between runs)
+        // is refused before the model is touched.
+        try
+        {
+            using var reader = new BinaryReader(new MemoryStream(entries["optimizer.bin"]));
+            optimizer.load_state_dict(reader);
+        }
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or EndOfStreamException or IOException or FormatException)
+        {
+            throw new InvalidDataException(
+                $"{path}: its optimizer state does not fit this run's {optimizer.GetType().Name} ({e.Message}); resume with the optimizer the run was started with.", e);
+        }
         StateDictLoader.Load(model, weights.Tensors, strict: true, sourceName: path);
         if (ema is not null) StateDictLoader.Load(ema.Model, emaWeights!.Tensors, strict: true, sourceName: path);
-        using (var reader = new BinaryReader(new MemoryStream(entries["optimizer.bin"])))
-            optimizer.load_state_dict(reader);
         var rngBytes = Convert.FromBase64String(meta.TorchRngState);
         using var rng = empty(rngBytes.Length, dtype: ScalarType.Byte);
         rng.bytes = rngBytes;

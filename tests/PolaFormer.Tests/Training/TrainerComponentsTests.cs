@@ -11,8 +11,8 @@ using static TorchSharp.torch;
 namespace PolaFormer.Tests.Training;
 
 /// <summary>
-/// <see cref="TrainerComponents"/>: a caller's loss and learning-rate schedule replace the recipe's inside the
-/// <see cref="Trainer"/>, seen in what the run reports and in the weights it exports.
+/// <see cref="TrainerComponents"/>: a caller's loss, learning-rate schedule and optimizer replace the recipe's inside
+/// the <see cref="Trainer"/>, seen in what the run reports, in the weights it exports and in how it resumes.
 /// </summary>
 public sealed class TrainerComponentsTests : TorchTest, IDisposable
 {
@@ -86,5 +86,70 @@ public sealed class TrainerComponentsTests : TorchTest, IDisposable
 
         trainer.Invoking(t => t.Run()).Should().Throw<InvalidOperationException>()
             .WithMessage("TrainerComponents.LearningRate gave NaN for step 2; expected a finite rate of 0 or more.");
+    }
+
+    /// <summary>TorchSharp's SGD, recording the learning rate of each step it takes.</summary>
+    private sealed class RecordingSgd(IEnumerable<TorchSharp.Modules.Parameter> parameters, double lr)
+        : TorchSharp.Modules.SGD(parameters, lr, momentum: 0.9)
+    {
+        public List<double> Rates { get; } = [];
+
+        public override Tensor step(Func<Tensor>? closure = null)
+        {
+            Rates.Add(ParamGroups.Single().LearningRate);
+            return base.step(closure);
+        }
+    }
+
+    [Fact]
+    public void A_custom_optimizer_takes_every_step_at_the_schedules_rate_and_resumes_with_its_momenta()
+    {
+        var data = Data();
+        var options = TrainerTests.Options(epochs: 2) with { ModelEma = false };
+        var built = new List<RecordingSgd>();
+        OptimizerParameters? given = null;
+        var components = new TrainerComponents
+        {
+            LearningRate = s => 0.01 * (s.Step + 1),
+            Optimizer = p =>
+            {
+                given = p;
+                var sgd = new RecordingSgd(p.Decay.Concat(p.NoDecay).Select(x => x.Parameter), p.LearningRate);
+                built.Add(sgd);
+                return sgd;
+            },
+        };
+        Trainer Make(string run) => new(options, data, Path.Combine(_root, run), new ProgressReporter(new StringWriter(), live: false),
+            TrainingFixtures.TinyPvt, components: components);
+
+        var uninterrupted = Make("straight").Run();
+        built.Should().ContainSingle();
+        built[0].Rates.Should().Equal(Enumerable.Range(0, 12).Select(k => 0.01 * (k + 1)), "12 steps, each at the schedule's rate");
+        given!.WeightDecay.Should().Be(options.WeightDecay);
+        given.LearningRate.Should().Be(0.01);
+        given.Decay.Should().NotBeEmpty();
+        given.NoDecay.Select(x => x.Name).Should().Contain(n => n.EndsWith(".bias"));
+
+        // Stopped in epoch 2 and resumed: bit-identical only if SGD's momentum buffers come back from the checkpoint.
+        using var stop = new CancellationTokenSource();
+        var first = Make("stopped");
+        first.StepCompleted += step => { if (step == 8) stop.Cancel(); };
+        first.Invoking(t => t.Run(cancellationToken: stop.Token)).Should().Throw<OperationCanceledException>();
+        var sgdCheckpoint = Path.Combine(_root, "sgd-step-8.ckpt");
+        File.Copy(first.Checkpoints.FindResumable()!.Value.Path, sgdCheckpoint);
+        var resumed = Make("stopped").Run();
+        resumed.ResumedFrom.Should().NotBeNull();
+        built[^1].Rates.Should().Equal(Enumerable.Range(8, 4).Select(k => 0.01 * (k + 1)), "the resumed run takes steps 8…11");
+        using var scope = NewDisposeScope();
+        var expected = Checkpoint.ReadStateDict(uninterrupted.WeightsPath);
+        var actual = Checkpoint.ReadStateDict(resumed.WeightsPath);
+        foreach (var (name, tensor) in expected)
+            actual[name].eq(tensor).all().item<bool>().Should().BeTrue($"{name} must be bit-identical after stop and resume");
+
+        // The recipe's AdamW cannot continue from SGD's state: refused, naming the checkpoint, before any weight moves.
+        var adamw = new Trainer(options, data, Path.Combine(_root, "adamw"), new ProgressReporter(new StringWriter(), live: false),
+            TrainingFixtures.TinyPvt, components: components with { Optimizer = null });
+        adamw.Invoking(t => t.Run(resumeFrom: sgdCheckpoint)).Should().Throw<InvalidDataException>()
+            .WithMessage($"{sgdCheckpoint}: its optimizer state does not fit this run's AdamW*");
     }
 }
