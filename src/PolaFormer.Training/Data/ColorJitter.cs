@@ -5,10 +5,25 @@ namespace PolaFormer.Training.Data;
 /// each factor uniform in [max(0, 1 − s), 1 + s], the three adjustments applied in a random order, with PIL's
 /// <c>ImageEnhance</c> semantics.
 /// </summary>
-internal sealed class ColorJitter(double strength) : IImageTransform
+public sealed class ColorJitter : IImageTransform
 {
+    private readonly double strength;
+
+    /// <summary>Creates the transform.</summary>
+    /// <param name="strength">s: each factor is drawn from [max(0, 1 − s), 1 + s]; 0 or more.</param>
+    /// <exception cref="ArgumentOutOfRangeException">strength is negative, infinite or NaN.</exception>
+    public ColorJitter(double strength)
+    {
+        if (!(strength >= 0 && double.IsFinite(strength)))
+            throw new ArgumentOutOfRangeException(nameof(strength), strength, $"strength is {strength}; expected a finite value of 0 or more.");
+        this.strength = strength;
+    }
+
+    /// <inheritdoc />
     public RgbImage Apply(RgbImage image, SampleRng rng)
     {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(rng);
         double lo = Math.Max(0, 1 - strength), hi = 1 + strength;
         // torchvision draws the order first (a permutation of brightness, contrast, saturation, hue), then the factors.
         var order = rng.Permutation(4);
@@ -26,5 +41,6 @@ internal sealed class ColorJitter(double strength) : IImageTransform
         return image;
     }
 
+    /// <inheritdoc />
     public override string ToString() => FormattableString.Invariant($"ColorJitter(brightness={strength:0.###}, contrast={strength:0.###}, saturation={strength:0.###})");
 }

@@ -1,11 +1,29 @@
 namespace PolaFormer.Training.Data;
 
-/// <summary>torchvision's <c>RandomHorizontalFlip(p)</c>.</summary>
-internal sealed class HorizontalFlip(double probability) : IImageTransform
+/// <summary>torchvision's <c>RandomHorizontalFlip(p)</c>: mirrors the image left to right with probability p.</summary>
+public sealed class HorizontalFlip : IImageTransform
 {
-    public RgbImage Apply(RgbImage image, SampleRng rng) => rng.Chance(probability) ? Mirror(image) : image;
+    private readonly double _probability;
 
-    public static RgbImage Mirror(RgbImage image)
+    /// <summary>Creates the transform.</summary>
+    /// <param name="probability">Probability of mirroring an image, in [0, 1].</param>
+    /// <exception cref="ArgumentOutOfRangeException">probability is outside [0, 1] or NaN.</exception>
+    public HorizontalFlip(double probability)
+    {
+        if (!(probability is >= 0 and <= 1))
+            throw new ArgumentOutOfRangeException(nameof(probability), probability, $"probability is {probability}; expected a value in [0, 1].");
+        _probability = probability;
+    }
+
+    /// <inheritdoc />
+    public RgbImage Apply(RgbImage image, SampleRng rng)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(rng);
+        return rng.Chance(_probability) ? Mirror(image) : image;
+    }
+
+    internal static RgbImage Mirror(RgbImage image)
     {
         int w = image.Width;
         var src = image.Pixels;
@@ -24,5 +42,6 @@ internal sealed class HorizontalFlip(double probability) : IImageTransform
         return new RgbImage(w, image.Height, dst);
     }
 
-    public override string ToString() => FormattableString.Invariant($"RandomHorizontalFlip(p={probability:0.###})");
+    /// <inheritdoc />
+    public override string ToString() => FormattableString.Invariant($"RandomHorizontalFlip(p={_probability:0.###})");
 }

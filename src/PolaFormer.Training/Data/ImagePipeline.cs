@@ -87,6 +87,40 @@ public sealed class ImagePipeline
         return new ImagePipeline(Recipe, IsTraining, [.. _stages, .. transforms], _erasing, description);
     }
 
+    /// <summary>
+    /// A pipeline of your own 8-bit stages followed by the recipe's <c>ToTensor</c> + <c>Normalize</c> (and, for
+    /// training, its random erasing): the built-in transforms (<see cref="RandomResizedCrop"/>,
+    /// <see cref="HorizontalFlip"/>, <see cref="RandAugment"/>, <see cref="ColorJitter"/>,
+    /// <see cref="ResizeCenterCrop"/>) and your <see cref="IImageTransform"/>s in any order. The last stage must give
+    /// <see cref="DataRecipe.ImageSize"/> × <see cref="DataRecipe.ImageSize"/> images (checked for every sample).
+    /// </summary>
+    /// <example><code>
+    /// // The recipe's training stages without its colour augmentation, then a stage of your own.
+    /// var stages = ImagePipeline.Train(recipe).Transforms.Where(t => t is not RandAugment and not ColorJitter);
+    /// var train = ImagePipeline.FromTransforms(recipe, [.. stages, new MyBlur(1.5)], training: true);
+    /// </code></example>
+    /// <param name="recipe">Normalisation, output size and (training) random erasing.</param>
+    /// <param name="transforms">The 8-bit stages, applied in order.</param>
+    /// <param name="training">Whether this is a training pipeline (adds the recipe's random erasing).</param>
+    /// <exception cref="ArgumentException">transforms holds a null.</exception>
+    public static ImagePipeline FromTransforms(DataRecipe recipe, IEnumerable<IImageTransform> transforms, bool training)
+    {
+        ArgumentNullException.ThrowIfNull(recipe);
+        ArgumentNullException.ThrowIfNull(transforms);
+        recipe.Validate();
+        var stages = transforms.ToArray();
+        if (stages.Any(t => t is null)) throw new ArgumentException("transforms holds a null transform.", nameof(transforms));
+        var erasing = training && recipe.RandomErasing > 0 ? new RandomErasing(recipe.RandomErasing) : null;
+        var description = stages.Select(s => s.ToString() ?? s.GetType().Name).ToList();
+        description.Add(NormaliseDescription(recipe));
+        if (erasing is not null) description.Add(erasing.ToString());
+        return new ImagePipeline(recipe, training, stages, erasing, description);
+    }
+
+    /// <summary>The 8-bit stages, in order (the built-in ones are public types: filter, reorder or reuse them with
+    /// <see cref="FromTransforms"/>).</summary>
+    public IReadOnlyList<IImageTransform> Transforms => _stages;
+
     /// <summary>The recipe this pipeline was built from.</summary>
     public DataRecipe Recipe { get; }
 

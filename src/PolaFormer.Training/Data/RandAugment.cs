@@ -37,12 +37,12 @@ internal enum AugmentOp
 /// level functions (signed parameters negated with probability ½). Geometric ops fill with the dataset mean colour
 /// and resample with the recipe's interpolation.
 /// </summary>
-internal sealed class RandAugment : IImageTransform
+public sealed class RandAugment : IImageTransform
 {
     private const double MaxLevel = 10.0;
 
     /// <summary>timm's <c>_RAND_TRANSFORMS</c>.</summary>
-    public static readonly AugmentOp[] StandardOps =
+    internal static readonly AugmentOp[] StandardOps =
     [
         AugmentOp.AutoContrast, AugmentOp.Equalize, AugmentOp.Invert, AugmentOp.Rotate, AugmentOp.Posterize,
         AugmentOp.Solarize, AugmentOp.SolarizeAdd, AugmentOp.Color, AugmentOp.Contrast, AugmentOp.Brightness,
@@ -50,7 +50,7 @@ internal sealed class RandAugment : IImageTransform
     ];
 
     /// <summary>timm's <c>_RAND_INCREASING_TRANSFORMS</c> ("inc1").</summary>
-    public static readonly AugmentOp[] IncreasingOps =
+    internal static readonly AugmentOp[] IncreasingOps =
     [
         AugmentOp.AutoContrast, AugmentOp.Equalize, AugmentOp.Invert, AugmentOp.Rotate, AugmentOp.PosterizeIncreasing,
         AugmentOp.SolarizeIncreasing, AugmentOp.SolarizeAdd, AugmentOp.ColorIncreasing, AugmentOp.ContrastIncreasing,
@@ -61,7 +61,7 @@ internal sealed class RandAugment : IImageTransform
     private readonly (byte R, byte G, byte B) _fill;
     private readonly Interpolation _interpolation;
 
-    public RandAugment(IReadOnlyList<AugmentOp> ops, int numOps, double magnitude, double magnitudeStd,
+    internal RandAugment(IReadOnlyList<AugmentOp> ops, int numOps, double magnitude, double magnitudeStd,
         (byte R, byte G, byte B) fill, Interpolation interpolation)
     {
         Ops = ops;
@@ -72,9 +72,15 @@ internal sealed class RandAugment : IImageTransform
         _interpolation = interpolation;
     }
 
-    public IReadOnlyList<AugmentOp> Ops { get; }
+    internal IReadOnlyList<AugmentOp> Ops { get; }
+
+    /// <summary>Ops applied per image (timm's n).</summary>
     public int NumOps { get; }
+
+    /// <summary>Magnitude of the ops, 0–10 (timm's m).</summary>
     public double Magnitude { get; }
+
+    /// <summary>Standard deviation of the magnitude's noise (timm's mstd; infinity = uniform in [0, m]).</summary>
     public double MagnitudeStd { get; }
 
     /// <summary>
@@ -82,7 +88,12 @@ internal sealed class RandAugment : IImageTransform
     /// <c>n</c> (ops per image, default 2), <c>mstd</c> (magnitude noise std, default 0; <c>inf</c> for uniform) and
     /// <c>inc</c> (1 = the increasing-severity op set), e.g. <c>rand-m9-mstd0.5-inc1</c>.
     /// </summary>
-    public static RandAugment Parse(string spec, (byte, byte, byte) fill, Interpolation interpolation)
+    /// <param name="spec">The config string.</param>
+    /// <param name="fill">Colour of the area geometric ops uncover (the recipe uses the dataset's mean colour).</param>
+    /// <param name="interpolation">How geometric ops resample.</param>
+    /// <exception cref="NotSupportedException">The policy is not RandAugment.</exception>
+    /// <exception cref="FormatException">A section is malformed or unknown.</exception>
+    public static RandAugment Parse(string spec, (byte R, byte G, byte B) fill, Interpolation interpolation)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         var sections = spec.Split('-');
@@ -114,8 +125,11 @@ internal sealed class RandAugment : IImageTransform
         return new RandAugment(increasing ? IncreasingOps : StandardOps, numOps, magnitude, std, fill, interpolation);
     }
 
+    /// <inheritdoc />
     public RgbImage Apply(RgbImage image, SampleRng rng)
     {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(rng);
         for (int layer = 0; layer < NumOps; layer++)
         {
             var op = Ops[rng.Integer(0, Ops.Count - 1)];
@@ -132,7 +146,7 @@ internal sealed class RandAugment : IImageTransform
     }
 
     /// <summary>timm's level → argument mapping (before the random sign of signed ops).</summary>
-    public static double Argument(AugmentOp op, double magnitude)
+    internal static double Argument(AugmentOp op, double magnitude)
     {
         double level = magnitude / MaxLevel;
         return op switch
@@ -154,12 +168,12 @@ internal sealed class RandAugment : IImageTransform
         };
     }
 
-    public static bool IsSigned(AugmentOp op) => op is AugmentOp.Rotate or AugmentOp.ShearX or AugmentOp.ShearY
+    internal static bool IsSigned(AugmentOp op) => op is AugmentOp.Rotate or AugmentOp.ShearX or AugmentOp.ShearY
         or AugmentOp.TranslateXRel or AugmentOp.TranslateYRel or AugmentOp.ColorIncreasing
         or AugmentOp.ContrastIncreasing or AugmentOp.BrightnessIncreasing or AugmentOp.SharpnessIncreasing;
 
     /// <summary>Applies one op with its (signed) argument from <see cref="Argument"/>.</summary>
-    public RgbImage ApplyOp(RgbImage image, AugmentOp op, double argument) => op switch
+    internal RgbImage ApplyOp(RgbImage image, AugmentOp op, double argument) => op switch
     {
         AugmentOp.AutoContrast => PixelOps.AutoContrast(image),
         AugmentOp.Equalize => PixelOps.Equalize(image),
@@ -183,6 +197,7 @@ internal sealed class RandAugment : IImageTransform
         _ => throw new ArgumentOutOfRangeException(nameof(op), op, null),
     };
 
+    /// <inheritdoc />
     public override string ToString() =>
         FormattableString.Invariant($"RandAugment(n={NumOps}, m={Magnitude:0.###}, mstd={MagnitudeStd:0.###}, ops=[{string.Join(", ", Ops)}], fill=({_fill.R}, {_fill.G}, {_fill.B}))");
 }
