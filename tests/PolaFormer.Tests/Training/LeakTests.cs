@@ -7,7 +7,9 @@ using Xunit.Abstractions;
 
 namespace PolaFormer.Tests.Training;
 
-/// <summary>Tests that measure the whole process (resident memory), so nothing else may run beside them.</summary>
+/// <summary>Tests that measure the whole process (resident memory) or depend on process-wide state (LibTorch's global
+/// random generator, which a run checkpoints and restores; the thread count; oneDNN), so nothing else may run beside
+/// them.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ProcessWideMeasurements
 {

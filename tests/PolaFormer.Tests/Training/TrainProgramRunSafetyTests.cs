@@ -89,7 +89,7 @@ public sealed class TrainProgramRunSafetyTests : TorchTest, IDisposable
         File.Exists(Path.Combine(output, "model.safetensors")).Should().BeTrue();
     }
 
-    [Fact]
+    [SignalFact("INT")]
     public void A_second_signal_aborts_at_once()
     {
         var data = Digits(1640);

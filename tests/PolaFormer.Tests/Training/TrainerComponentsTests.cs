@@ -14,6 +14,7 @@ namespace PolaFormer.Tests.Training;
 /// <see cref="TrainerComponents"/>: a caller's loss, learning-rate schedule and optimizer replace the recipe's inside
 /// the <see cref="Trainer"/>, seen in what the run reports, in the weights it exports and in how it resumes.
 /// </summary>
+[Collection(ProcessWideMeasurements.Name)]   // a resumed run is bit-identical only if no other test draws from the global RNG
 public sealed class TrainerComponentsTests : TorchTest, IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("polaformer-components-").FullName;
