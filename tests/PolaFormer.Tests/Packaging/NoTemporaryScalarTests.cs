@@ -6,6 +6,7 @@ using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.Operations;
 using TorchSharp;
+using PolaFormer.Tests.Infrastructure;
 using Xunit;
 using static TorchSharp.torch;
 
@@ -108,7 +109,7 @@ internal static class TemporaryScalars
     /// <summary>Findings ("path:line: what `code`") in the sources of a project of this repository.</summary>
     public static IReadOnlyList<string> Scan(string project)
     {
-        string root = RepositoryRoot();
+        string root = Repository.Root;
         string directory = Path.Combine(root, project);
         string projectFile = Directory.GetFiles(directory, "*.csproj").Single();
         var files = Directory.EnumerateFiles(directory, "*.cs", SearchOption.AllDirectories)
@@ -140,16 +141,7 @@ internal static class TemporaryScalars
 
     private static CSharpCompilation Compile(string name, List<SyntaxTree> trees, IEnumerable<MetadataReference> references, bool program)
     {
-        // What <ImplicitUsings>enable</ImplicitUsings> gives a Microsoft.NET.Sdk project.
-        trees.Add(Parse("""
-            global using System;
-            global using System.Collections.Generic;
-            global using System.IO;
-            global using System.Linq;
-            global using System.Net.Http;
-            global using System.Threading;
-            global using System.Threading.Tasks;
-            """, "ImplicitUsings.cs"));
+        trees.Add(Parse(Repository.ImplicitUsings, "ImplicitUsings.cs"));
         var compilation = CSharpCompilation.Create(name, trees, references,
             new CSharpCompilationOptions(program ? OutputKind.ConsoleApplication : OutputKind.DynamicallyLinkedLibrary,
                 allowUnsafe: true, nullableContextOptions: NullableContextOptions.Enable));
@@ -300,11 +292,4 @@ internal static class TemporaryScalars
     private static IEnumerable<string> SampleDependencies() =>
         Directory.EnumerateFiles(Path.GetDirectoryName(Infrastructure.TrainProgram.Path())!, "*.dll")
             .Where(p => Path.GetFileName(p) != "polaformer-train.dll");
-
-    private static string RepositoryRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PolaFormer.sln"))) dir = dir.Parent;
-        return dir?.FullName ?? throw new InvalidOperationException("PolaFormer.sln not found above " + AppContext.BaseDirectory);
-    }
 }

@@ -11,6 +11,7 @@ using PolaFormer.Tests.Pretrained;
 using PolaFormer.Tests.Training;
 using PolaFormer.Training.Data;
 using TorchSharp;
+using PolaFormer.Tests.Infrastructure;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -73,7 +74,7 @@ public sealed class PackageTests : IDisposable
         // Pack exactly as a release would, with the test version and outputs kept out of the repository.
         foreach (var name in new[] { "PolaFormer", "PolaFormer.Training" })
         {
-            var project = Path.Combine(RepositoryRoot(), "src", name, $"{name}.csproj");
+            var project = Path.Combine(Repository.Root, "src", name, $"{name}.csproj");
             Dotnet(_root, null, "pack", project, "-c", "Release", "-o", feed, "--artifacts-path", Path.Combine(_root, "artifacts", name),
                 $"-p:Version={_version}");
             File.Exists(Path.Combine(feed, $"{name}.{_version}.snupkg")).Should().BeTrue("the symbols package sits next to the package");
@@ -139,7 +140,7 @@ public sealed class PackageTests : IDisposable
     // The README's end-to-end block: the ```csharp block that follows the "A first project, end to end" heading.
     private static string ReadmeWalk()
     {
-        var text = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md")).ReplaceLineEndings("\n");
+        var text = File.ReadAllText(Path.Combine(Repository.Root, "README.md")).ReplaceLineEndings("\n");
         int heading = text.IndexOf("### A first project, end to end", StringComparison.Ordinal);
         heading.Should().BeGreaterThan(0, "README.md has the end-to-end walk");
         int start = text.IndexOf("```csharp\n", heading, StringComparison.Ordinal) + "```csharp\n".Length;
@@ -256,14 +257,6 @@ public sealed class PackageTests : IDisposable
         var line = Dotnet(Path.GetTempPath(), null, "nuget", "locals", "global-packages", "--list")
             .Split('\n').FirstOrDefault(l => l.StartsWith("global-packages:", StringComparison.Ordinal));
         return line?["global-packages:".Length..].Trim();
-    }
-
-    private static string RepositoryRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PolaFormer.sln"))) dir = dir.Parent;
-        dir.Should().NotBeNull("the tests run inside the repository");
-        return dir!.FullName;
     }
 
     // Runs dotnet and returns its standard output; any failure throws with the command and everything it printed.

@@ -3,6 +3,7 @@ using FluentAssertions;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using PolaFormer.Models;
+using PolaFormer.Tests.Infrastructure;
 using Xunit;
 
 namespace PolaFormer.Tests.Packaging;
@@ -16,17 +17,6 @@ namespace PolaFormer.Tests.Packaging;
 [Trait("Category", "Packaging")]
 public sealed class ReadmeSnippetTests
 {
-    // What `<ImplicitUsings>enable</ImplicitUsings>` gives a console project.
-    private const string ImplicitUsings = """
-        global using System;
-        global using System.Collections.Generic;
-        global using System.IO;
-        global using System.Linq;
-        global using System.Net.Http;
-        global using System.Threading;
-        global using System.Threading.Tasks;
-        """;
-
     public static TheoryData<int> SnippetIndices()
     {
         var data = new TheoryData<int>();
@@ -48,7 +38,7 @@ public sealed class ReadmeSnippetTests
         var parse = new CSharpParseOptions(LanguageVersion.Latest);
         var compilation = CSharpCompilation.Create(
             $"ReadmeSnippet{index}",
-            [CSharpSyntaxTree.ParseText(ImplicitUsings, parse), CSharpSyntaxTree.ParseText(code, parse, path: $"README.md:{line}")],
+            [CSharpSyntaxTree.ParseText(Repository.ImplicitUsings, parse), CSharpSyntaxTree.ParseText(code, parse, path: $"README.md:{line}")],
             References(),
             new CSharpCompilationOptions(OutputKind.ConsoleApplication, nullableContextOptions: NullableContextOptions.Enable));
 
@@ -62,7 +52,7 @@ public sealed class ReadmeSnippetTests
     /// <summary>The ```csharp blocks of README.md with the line each starts on.</summary>
     private static IReadOnlyList<(int Line, string Code)> Snippets()
     {
-        string text = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md")).ReplaceLineEndings("\n");
+        string text = File.ReadAllText(Path.Combine(Repository.Root, "README.md")).ReplaceLineEndings("\n");
         return Regex.Matches(text, @"^```csharp\n(.*?)^```", RegexOptions.Singleline | RegexOptions.Multiline)
             .Select(m => (text[..m.Index].Count(c => c == '\n') + 2, m.Groups[1].Value))
             .ToArray();
@@ -81,12 +71,5 @@ public sealed class ReadmeSnippetTests
             .Where(File.Exists)
             .Distinct(StringComparer.Ordinal);
         return paths.Select(p => (MetadataReference)MetadataReference.CreateFromFile(p)).ToArray();
-    }
-
-    private static string RepositoryRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PolaFormer.sln"))) dir = dir.Parent;
-        return dir?.FullName ?? throw new InvalidOperationException("PolaFormer.sln not found above " + AppContext.BaseDirectory);
     }
 }
