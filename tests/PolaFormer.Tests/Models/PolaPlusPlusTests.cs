@@ -130,30 +130,7 @@ public sealed class PolaPlusPlusTests : TorchTest
             .Equal(preset.Depths.SelectMany((d, i) => Enumerable.Repeat(preset.AttentionTypes[i] == 'P' ? "l" : "v", (int)d)));
 
         using var model = ModelRegistry.Create(name, device: META);
-        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        var buffers = model.named_buffers().ToDictionary(b => b.name, b => b.buffer);
-        var stateDict = model.state_dict();
-        var expected = root.GetProperty("state_dict").EnumerateArray().Select(e => (
-            Name: e.GetProperty("name").GetString()!,
-            Shape: e.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray(),
-            Dtype: e.GetProperty("dtype").GetString()!,
-            Kind: e.GetProperty("kind").GetString()!)).ToList();
-
-        expected.Should().HaveCount(root.GetProperty("num_state_dict_entries").GetInt32());
-        // Names, not order: TorchSharp lists a module's parameters before its buffers and the blocks register pos
-        // before norm1; checkpoints load by key.
-        stateDict.Keys.Should().BeEquivalentTo(expected.Select(e => e.Name), "the state dict has the official names");
-        foreach (var e in expected)
-        {
-            stateDict[e.Name].shape.Should().Equal(e.Shape, $"{e.Name} has the official shape");
-            stateDict[e.Name].dtype.Should().Be(e.Dtype == "I64" ? ScalarType.Int64 : ScalarType.Float32, $"{e.Name} is {e.Dtype}");
-            parameters.ContainsKey(e.Name).Should().Be(e.Kind == "parameter", $"{e.Name} is a {e.Kind}");
-            if (e.Kind == "buffer") buffers.Should().ContainKey(e.Name, $"{e.Name} is a persistent buffer");
-        }
-        buffers.Should().HaveCount(root.GetProperty("num_buffer_entries").GetInt32());
-        parameters.Should().HaveCount(root.GetProperty("num_parameter_tensors").GetInt32());
-        parameters.Values.Sum(p => p.numel()).Should().Be(root.GetProperty("num_parameters").GetInt64())
-            .And.Be(ModelRegistry.Describe(name).Parameters);
+        OfficialStateDict.ShouldMatch(model, root).Should().Be(ModelRegistry.Describe(name).Parameters);
     }
 
     [Fact]

@@ -193,28 +193,7 @@ public sealed class PolaPyramidVisionTransformerTests : TorchTest
             options.Should().BeEquivalentTo(new PolaPvtOptions(), "the defaults are pola_pvt_tiny as main.py builds it");
 
         using var model = new PolaPyramidVisionTransformer(options);
-        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        var buffers = model.named_buffers().ToDictionary(b => b.name, b => b.buffer);
-        var stateDict = model.state_dict();
-
-        var listed = root.GetProperty("state_dict").EnumerateArray().ToList();
-        listed.Should().HaveCount(root.GetProperty("num_state_dict_entries").GetInt32());
-        stateDict.Keys.Should().BeEquivalentTo(listed.Select(e => e.GetProperty("name").GetString()));
-        foreach (var entry in listed)
-        {
-            string name = entry.GetProperty("name").GetString()!;
-            var shape = entry.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray();
-            stateDict[name].shape.Should().Equal(shape, $"{name} has the official shape");
-            entry.GetProperty("dtype").GetString().Should().Be("F32");
-            stateDict[name].dtype.Should().Be(ScalarType.Float32);
-            if (entry.TryGetProperty("kind", out var kind))
-            {
-                if (kind.GetString() == "parameter") parameters.Should().ContainKey(name);
-                else buffers.Should().ContainKey(name, $"{name} is a persistent buffer");
-            }
-        }
-        buffers.Should().HaveCount(root.GetProperty("num_buffer_entries").GetInt32());
-        parameters.Values.Sum(p => p.numel()).Should().Be(root.GetProperty("num_parameters").GetInt64());
+        OfficialStateDict.ShouldMatch(model, root);
     }
 
     [Fact]

@@ -134,23 +134,7 @@ public sealed class PolaSwinTransformerTests : TorchTest
         using var model = new PolaSwinTransformer(preset);
         model.DescribeBlocks().Should().Equal(root.GetProperty("blocks").EnumerateArray().Select(e => e.GetString()));
 
-        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        var stateDict = model.state_dict();
-        var expected = root.GetProperty("state_dict").EnumerateArray().Select(e => (
-            Name: e.GetProperty("name").GetString()!,
-            Shape: e.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray(),
-            Dtype: e.GetProperty("dtype").GetString()!,
-            Kind: e.GetProperty("kind").GetString()!)).ToList();
-
-        stateDict.Keys.Should().BeEquivalentTo(expected.Select(e => e.Name));
-        foreach (var e in expected)
-        {
-            stateDict[e.Name].shape.Should().Equal(e.Shape, $"{e.Name} has the official shape");
-            stateDict[e.Name].dtype.Should().Be(e.Dtype == "I64" ? ScalarType.Int64 : ScalarType.Float32, $"{e.Name} is {e.Dtype}");
-            parameters.ContainsKey(e.Name).Should().Be(e.Kind == "parameter", $"{e.Name} is a {e.Kind}");
-        }
-        long count = parameters.Values.Sum(p => p.numel());
-        count.Should().Be(parameterCount).And.Be(root.GetProperty("num_parameters").GetInt64());
+        OfficialStateDict.ShouldMatch(model, root).Should().Be(parameterCount);
     }
 
     [Fact]
